@@ -1,0 +1,1493 @@
+/* scope.c: the asyncio cancel scope (anyio/trio semantics on asyncio) and the
+ * per-event-loop engine that schedules deadlines and re-delivers cancellation.
+ *
+ * Model (see docs/architecture.md):
+ *  - Every task that is inside at least one scope has an entry in the module
+ *    dict `task_scopes`: task -> its innermost scope. Tasks adopted by a task
+ *    group (adopt_task) have the group's scope as their root entry.
+ *  - Scopes form a tree: a scope's parent is the task's innermost scope at
+ *    enter time (possibly a scope of another task, for adopted tasks). Children
+ *    are kept in an intrusive list (no allocation).
+ *  - A scope is "effectively cancelled" when it or an ancestor up to the first
+ *    shield is cancel_called. A task is cancelled when its innermost scope is.
+ *  - Delivery: Task.cancel() on every task whose innermost scope lies in the
+ *    cancelled subtree, except the task currently running (it is cancelled on
+ *    the next loop iteration, so a scope can be exited without an await).
+ *    Tasks that still sit in a cancelled scope are kept in the engine's
+ *    `pending` set and re-cancelled when they block again (level-triggered),
+ *    by at most one coalesced call_soon callback per loop iteration.
+ *  - Deadlines: one heap per loop (cc_heap), one loop timer armed for the
+ *    earliest deadline. A later deadline never re-arms; an earlier one does.
+ *  - Task.cancel()/uncancel() bookkeeping: cancels sent to a scope's host task
+ *    are counted on the task's innermost scope and handed to the parent on
+ *    exit until the scope that catches the cancellation uncancels them. If the
+ *    task's cancelling() count is still above its value at enter, somebody
+ *    else (asyncio.timeout, TaskGroup, a user Task.cancel()) also cancelled it
+ *    and the CancelledError propagates.
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "cc_heap.h"
+
+/* ------------------------------------------------------------------------- */
+/* Types                                                                      */
+
+typedef struct LoopEngine LoopEngine;
+
+typedef struct Scope {
+    PyObject_HEAD
+    cc_heap_node node;
+    double deadline;
+    LoopEngine *engine; /* strong while entered */
+    PyObject *host;     /* task, strong while entered */
+    struct Scope *parent; /* strong */
+    struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; children unlink at exit */
+    PyObject *members;  /* list of adopted tasks (or NULL) */
+    PyObject *reason;   /* cancel message (str) or NULL */
+    Py_ssize_t cancel_count;
+    Py_ssize_t cancelling_at_enter;
+    unsigned char state; /* 0 new, 1 active, 2 exited */
+    unsigned char shield;
+    unsigned char cancel_called;
+    unsigned char cancelled_caught;
+    unsigned char deadline_reached;
+    unsigned char host_inside; /* the host task's innermost scope is this one */
+    PyObject *weakreflist;
+} Scope;
+
+struct LoopEngine {
+    PyObject_HEAD
+    PyObject *loop_ref;   /* weakref to the loop */
+    PyObject *key;        /* key in loop_engines */
+    PyObject *timer;      /* TimerHandle or NULL */
+    double timer_when;
+    PyObject *redeliver;  /* Handle of the coalesced callback or NULL */
+    PyObject *pending;    /* set of tasks to re-check */
+    PyObject *on_timer;   /* bound builtin: engine._on_timer */
+    PyObject *on_redeliver;
+    double resolution;
+    cc_heap heap;
+    Py_ssize_t active_scopes;
+};
+
+static PyTypeObject Scope_Type;
+static PyTypeObject LoopEngine_Type;
+
+static PyObject *task_scopes;  /* dict task -> innermost Scope */
+static PyObject *loop_engines; /* dict id(loop) -> LoopEngine */
+static PyObject *last_loop_ref; /* weakref of the loop of last_engine (fast path) */
+static LoopEngine *last_engine;
+static PyObject *release_cb;   /* builtin: _release_task(task) used as done callback */
+static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
+
+#define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n) - offsetof(Scope, node)))
+
+/* ------------------------------------------------------------------------- */
+/* Small helpers                                                              */
+
+static PyObject *engine_loop(LoopEngine *e)
+{
+    PyObject *loop = PyWeakref_GetObject(e->loop_ref); /* borrowed */
+    if (loop == Py_None) {
+        return NULL;
+    }
+    return loop;
+}
+
+/* loop.time() as a double; -1 on error (exception set). */
+static int loop_time(PyObject *loop, double *out)
+{
+    PyObject *t = PyObject_CallMethodNoArgs(loop, G.s_time);
+    if (t == NULL) {
+        return -1;
+    }
+    double v = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static PyObject *current_task_of(PyObject *loop)
+{
+    PyObject *task = PyObject_CallOneArg(G.current_task, loop);
+    if (task == NULL) {
+        return NULL;
+    }
+    return task; /* may be Py_None */
+}
+
+static int effectively_cancelled(Scope *s)
+{
+    while (s != NULL) {
+        if (s->cancel_called) {
+            return 1;
+        }
+        if (s->shield) {
+            return 0;
+        }
+        s = s->parent;
+    }
+    return 0;
+}
+
+/* Parse a deadline argument: a real number, not NaN. */
+static int parse_deadline(PyObject *value, double *out)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "deadline cannot be deleted");
+        return -1;
+    }
+    if (PyBool_Check(value) || !(PyFloat_Check(value) || PyLong_Check(value) ||
+                                 PyObject_HasAttrString(value, "__float__"))) {
+        PyErr_Format(PyExc_TypeError, "deadline must be a real number, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    double d = PyFloat_AsDouble(value);
+    if (d == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            int neg = PyObject_RichCompareBool(value, Py_False, Py_LT);
+            if (neg < 0) {
+                return -1;
+            }
+            d = neg ? -INFINITY : INFINITY;
+        } else {
+            return -1;
+        }
+    }
+    if (isnan(d)) {
+        PyErr_SetString(PyExc_ValueError, "deadline must not be NaN");
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Loop engine                                                                */
+
+static void loop_dead_cb_impl(PyObject *key);
+
+static PyObject *loop_dead_cb(PyObject *self, PyObject *Py_UNUSED(wr))
+{
+    loop_dead_cb_impl(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loop_dead_def = {"_loop_gone", loop_dead_cb, METH_O, NULL};
+
+static void loop_dead_cb_impl(PyObject *key)
+{
+    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
+    if (eng != NULL) {
+        if ((LoopEngine *)eng == last_engine) {
+            Py_CLEAR(last_engine);
+            Py_CLEAR(last_loop_ref);
+        }
+        if (PyDict_DelItem(loop_engines, key) < 0) {
+            PyErr_Clear();
+        }
+    } else {
+        PyErr_Clear();
+    }
+}
+
+/* Borrowed reference to the engine of `loop`, created on first use. */
+static LoopEngine *get_engine(PyObject *loop)
+{
+    if (last_engine != NULL && PyWeakref_GetObject(last_loop_ref) == loop) {
+        return last_engine;
+    }
+    PyObject *key = PyLong_FromVoidPtr(loop);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
+    if (eng == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        LoopEngine *e = PyObject_GC_New(LoopEngine, &LoopEngine_Type);
+        if (e == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        e->loop_ref = NULL;
+        e->key = key; /* owns the reference */
+        e->timer = NULL;
+        e->timer_when = INFINITY;
+        e->redeliver = NULL;
+        e->pending = NULL;
+        e->on_timer = NULL;
+        e->on_redeliver = NULL;
+        e->resolution = 1e-9;
+        e->active_scopes = 0;
+        cc_heap_init(&e->heap);
+        G.live_loop_engines++;
+        PyObject_GC_Track(e);
+        PyObject *cb = PyCFunction_New(&loop_dead_def, key);
+        if (cb == NULL) {
+            Py_DECREF(e);
+            return NULL;
+        }
+        e->loop_ref = PyWeakref_NewRef(loop, cb);
+        Py_DECREF(cb);
+        e->pending = PySet_New(NULL);
+        e->on_timer = PyObject_GetAttrString((PyObject *)e, "_on_timer");
+        e->on_redeliver = PyObject_GetAttrString((PyObject *)e, "_redeliver");
+        if (e->loop_ref == NULL || e->pending == NULL || e->on_timer == NULL ||
+            e->on_redeliver == NULL) {
+            Py_DECREF(e);
+            return NULL;
+        }
+        PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
+        if (res == NULL) {
+            PyErr_Clear();
+        } else {
+            double r = PyFloat_AsDouble(res);
+            Py_DECREF(res);
+            if (r == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+            } else if (r >= 0 && r < 1.0) {
+                e->resolution = r;
+            }
+        }
+        if (PyDict_SetItem(loop_engines, e->key, (PyObject *)e) < 0) {
+            Py_DECREF(e);
+            return NULL;
+        }
+        Py_DECREF(e); /* the dict holds it */
+        eng = (PyObject *)e;
+    } else {
+        Py_DECREF(key);
+    }
+    Py_INCREF(eng);
+    Py_XSETREF(last_engine, (LoopEngine *)eng);
+    Py_INCREF(((LoopEngine *)eng)->loop_ref);
+    Py_XSETREF(last_loop_ref, ((LoopEngine *)eng)->loop_ref);
+    return (LoopEngine *)eng;
+}
+
+/* Make sure a timer is armed at or before `when`. */
+static int engine_arm(LoopEngine *e, PyObject *loop, double when)
+{
+    if (e->timer != NULL && e->timer_when <= when) {
+        return 0;
+    }
+    if (e->timer != NULL) {
+        PyObject *r = PyObject_CallMethodNoArgs(e->timer, G.s_cancel);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        Py_CLEAR(e->timer);
+    }
+    PyObject *w = PyFloat_FromDouble(when);
+    if (w == NULL) {
+        return -1;
+    }
+    PyObject *h = PyObject_CallMethodObjArgs(loop, G.s_call_at, w, e->on_timer, NULL);
+    Py_DECREF(w);
+    if (h == NULL) {
+        return -1;
+    }
+    e->timer = h;
+    e->timer_when = when;
+    return 0;
+}
+
+static int engine_schedule_redeliver(LoopEngine *e, PyObject *loop)
+{
+    if (e->redeliver != NULL) {
+        return 0;
+    }
+    PyObject *h = PyObject_CallMethodOneArg(loop, G.s_call_soon, e->on_redeliver);
+    if (h == NULL) {
+        return -1;
+    }
+    e->redeliver = h;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Delivery                                                                   */
+
+static int task_started(PyObject *task)
+{
+    PyObject *coro = PyObject_CallMethodNoArgs(task, s_get_coro);
+    if (coro == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    int started = 1;
+    PyObject *v = PyObject_GetAttr(coro, s_cr_running);
+    if (v != NULL && v == Py_False) {
+        Py_DECREF(v);
+        v = PyObject_GetAttr(coro, s_cr_suspended);
+        if (v != NULL && v == Py_False) {
+            Py_DECREF(v);
+            v = PyObject_GetAttr(coro, s_cr_frame);
+            started = (v == NULL || v == Py_None);
+        }
+    }
+    Py_XDECREF(v);
+    PyErr_Clear();
+    Py_DECREF(coro);
+    return started;
+}
+
+/* The innermost scope of `task` (borrowed) or NULL. */
+static Scope *innermost_of(PyObject *task)
+{
+    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
+    if (s == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return (Scope *)s;
+}
+
+/* The closest cancel_called scope above (and including) s, stopping at a shield. */
+static Scope *cancel_origin(Scope *s)
+{
+    while (s != NULL) {
+        if (s->cancel_called) {
+            return s;
+        }
+        if (s->shield) {
+            return NULL;
+        }
+        s = s->parent;
+    }
+    return NULL;
+}
+
+/* Try to cancel one task now. `current` is the running task (or None). The task
+ * is always added to the pending set so it is re-checked next iteration.
+ * Returns 0, or -1 on a hard error. */
+static int deliver_to_task(LoopEngine *e, PyObject *task, PyObject *current, int is_host)
+{
+    if (task != current) {
+        PyObject *done = PyObject_CallMethodNoArgs(task, G.s_done);
+        if (done == NULL) {
+            return -1;
+        }
+        int is_done = PyObject_IsTrue(done);
+        Py_DECREF(done);
+        if (is_done) {
+            return 0;
+        }
+    }
+    if (PySet_Add(e->pending, task) < 0) {
+        return -1;
+    }
+    if (task == current) {
+        return 0; /* deferred to the coalesced callback */
+    }
+    PyObject *mc = PyObject_GetAttr(task, G.s_must_cancel);
+    if (mc == NULL) {
+        return -1;
+    }
+    int must = PyObject_IsTrue(mc);
+    Py_DECREF(mc);
+    if (must) {
+        return 0;
+    }
+    if (!is_host && !task_started(task)) {
+        return 0; /* like trio: a new task runs until its first checkpoint */
+    }
+    PyObject *waiter = PyObject_GetAttr(task, G.s_fut_waiter);
+    if (waiter == NULL) {
+        return -1;
+    }
+    int deliver = 1;
+    if (waiter != Py_None) {
+        PyObject *wd = PyObject_CallMethodNoArgs(waiter, G.s_done);
+        if (wd == NULL) {
+            Py_DECREF(waiter);
+            return -1;
+        }
+        deliver = !PyObject_IsTrue(wd);
+        Py_DECREF(wd);
+    }
+    Py_DECREF(waiter);
+    if (!deliver) {
+        return 0;
+    }
+    Scope *inner = innermost_of(task);
+    Scope *origin = cancel_origin(inner);
+    PyObject *msg = origin != NULL && origin->reason != NULL ? origin->reason : Py_None;
+    PyObject *r = PyObject_CallMethodOneArg(task, G.s_cancel, msg);
+    if (r == NULL) {
+        return -1;
+    }
+    int ok = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (ok && inner != NULL && inner->host == task && inner->state == 1) {
+        inner->cancel_count++;
+    }
+    return 0;
+}
+
+/* Deliver to every task whose innermost scope lies in s's subtree. */
+static int deliver_scope(LoopEngine *e, Scope *s, PyObject *current)
+{
+    if (s->state != 1) {
+        return 0;
+    }
+    if (s->host_inside) {
+        if (deliver_to_task(e, s->host, current, 1) < 0) {
+            return -1;
+        }
+    }
+    if (s->members != NULL) {
+        for (Py_ssize_t i = 0; s->members != NULL && i < PyList_GET_SIZE(s->members); i++) {
+            PyObject *t = PyList_GET_ITEM(s->members, i);
+            if (innermost_of(t) == s) {
+                Py_INCREF(t);
+                int rc = deliver_to_task(e, t, current, 0);
+                Py_DECREF(t);
+                if (rc < 0) {
+                    return -1;
+                }
+            }
+        }
+    }
+    for (Scope *c = s->first_child; c != NULL; c = c->next_sib) {
+        if (!c->shield && !c->cancel_called) {
+            if (deliver_scope(e, c, current) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+
+/* Mark s cancelled and deliver now (we are on the loop thread). */
+static int scope_cancel_here(Scope *s, PyObject *loop, PyObject *reason_text, int from_deadline)
+{
+    if (s->cancel_called) {
+        return 0;
+    }
+    s->cancel_called = 1;
+    if (from_deadline) {
+        s->deadline_reached = 1;
+    }
+    if (s->reason == NULL) {
+        if (reason_text != NULL && reason_text != Py_None) {
+            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s,
+                                             reason_text);
+        } else {
+            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p", (void *)s);
+        }
+        if (s->reason == NULL) {
+            return -1;
+        }
+    }
+    if (s->state != 1 || s->engine == NULL) {
+        return 0;
+    }
+    LoopEngine *e = s->engine;
+    if (cc_heap_contains(&s->node)) {
+        cc_heap_remove(&e->heap, &s->node);
+    }
+    PyObject *current = current_task_of(loop);
+    if (current == NULL) {
+        return -1;
+    }
+    int rc = deliver_scope(e, s, current);
+    if (rc == 0 && PySet_GET_SIZE(e->pending) > 0) {
+        rc = engine_schedule_redeliver(e, loop);
+    }
+    Py_DECREF(current);
+    return rc;
+}
+
+static PyObject *engine_on_timer(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    LoopEngine *e = (LoopEngine *)self;
+    Py_CLEAR(e->timer);
+    e->timer_when = INFINITY;
+    PyObject *loop = engine_loop(e);
+    if (loop == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(loop);
+    double now;
+    if (loop_time(loop, &now) < 0) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    cc_heap_node *n;
+    while ((n = cc_heap_peek(&e->heap)) != NULL && n->deadline <= now + e->resolution) {
+        cc_heap_pop(&e->heap);
+        Scope *s = SCOPE_FROM_NODE(n);
+        Py_INCREF(s);
+        int rc = scope_cancel_here(s, loop, NULL, 1);
+        Py_DECREF(s);
+        if (rc < 0) {
+            engine_report_error("hother.cancelable: delivering a deadline cancellation");
+        }
+    }
+    if ((n = cc_heap_peek(&e->heap)) != NULL) {
+        if (engine_arm(e, loop, n->deadline) < 0) {
+            Py_DECREF(loop);
+            return NULL;
+        }
+    }
+    Py_DECREF(loop);
+    Py_RETURN_NONE;
+}
+
+static PyObject *engine_redeliver(PyObject *self, PyObject *Py_UNUSED(args))
+{
+    LoopEngine *e = (LoopEngine *)self;
+    Py_CLEAR(e->redeliver);
+    PyObject *loop = engine_loop(e);
+    if (loop == NULL || PySet_GET_SIZE(e->pending) == 0) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(loop);
+    PyObject *tasks = PySequence_List(e->pending);
+    if (tasks == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    PySet_Clear(e->pending);
+    Py_ssize_t n = PyList_GET_SIZE(tasks);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(tasks, i);
+        Scope *inner = innermost_of(t);
+        if (inner == NULL || inner->engine != e || !effectively_cancelled(inner)) {
+            continue;
+        }
+        int is_host = inner->host == t;
+        if (deliver_to_task(e, t, Py_None, is_host) < 0) {
+            engine_report_error("hother.cancelable: re-delivering a cancellation");
+        }
+    }
+    Py_DECREF(tasks);
+    /* Drop tasks that are done so the set does not keep them. */
+    if (PySet_GET_SIZE(e->pending) > 0) {
+        if (engine_schedule_redeliver(e, loop) < 0) {
+            Py_DECREF(loop);
+            return NULL;
+        }
+    }
+    Py_DECREF(loop);
+    Py_RETURN_NONE;
+}
+
+static PyObject *engine_stats(LoopEngine *e)
+{
+    return Py_BuildValue("{s:i,s:n,s:n,s:n,s:d}", "armed_timers", e->timer != NULL ? 1 : 0,
+                         "deadlines", (Py_ssize_t)cc_heap_len(&e->heap), "pending_redelivery",
+                         PySet_GET_SIZE(e->pending), "active_scopes", e->active_scopes,
+                         "timer_when", e->timer_when);
+}
+
+static int LoopEngine_traverse(LoopEngine *e, visitproc visit, void *arg)
+{
+    Py_VISIT(e->timer);
+    Py_VISIT(e->redeliver);
+    Py_VISIT(e->pending);
+    Py_VISIT(e->on_timer);
+    Py_VISIT(e->on_redeliver);
+    return 0;
+}
+
+static int LoopEngine_clear(LoopEngine *e)
+{
+    Py_CLEAR(e->timer);
+    Py_CLEAR(e->redeliver);
+    Py_CLEAR(e->pending);
+    Py_CLEAR(e->on_timer);
+    Py_CLEAR(e->on_redeliver);
+    return 0;
+}
+
+static void LoopEngine_dealloc(LoopEngine *e)
+{
+    PyObject_GC_UnTrack(e);
+    LoopEngine_clear(e);
+    Py_CLEAR(e->loop_ref);
+    Py_CLEAR(e->key);
+    cc_heap_free(&e->heap);
+    G.live_loop_engines--;
+    PyObject_GC_Del(e);
+}
+
+static PyMethodDef LoopEngine_methods[] = {
+    {"_on_timer", engine_on_timer, METH_NOARGS, NULL},
+    {"_redeliver", engine_redeliver, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LoopEngine_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.LoopEngine",
+    .tp_basicsize = sizeof(LoopEngine),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Per-event-loop engine state: deadline heap, the armed timer, pending re-delivery.",
+    .tp_traverse = (traverseproc)LoopEngine_traverse,
+    .tp_clear = (inquiry)LoopEngine_clear,
+    .tp_dealloc = (destructor)LoopEngine_dealloc,
+    .tp_methods = LoopEngine_methods,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Scope                                                                      */
+
+static void unlink_child(Scope *s)
+{
+    Scope *p = s->parent;
+    if (p == NULL) {
+        return;
+    }
+    if (s->prev_sib != NULL) {
+        s->prev_sib->next_sib = s->next_sib;
+    } else if (p->first_child == s) {
+        p->first_child = s->next_sib;
+    }
+    if (s->next_sib != NULL) {
+        s->next_sib->prev_sib = s->prev_sib;
+    }
+    s->prev_sib = s->next_sib = NULL;
+}
+
+static PyObject *Scope_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"deadline", "shield", NULL};
+    PyObject *deadline = NULL, *sh = NULL;
+    int shield = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:CancelScope", kwlist, &deadline, &sh)) {
+        return NULL;
+    }
+    if (sh != NULL) {
+        if (!PyBool_Check(sh)) {
+            PyErr_Format(PyExc_TypeError, "shield must be a bool, not %.100s", Py_TYPE(sh)->tp_name);
+            return NULL;
+        }
+        shield = sh == Py_True;
+    }
+    double d = INFINITY;
+    if (deadline != NULL && parse_deadline(deadline, &d) < 0) {
+        return NULL;
+    }
+    Scope *s = (Scope *)type->tp_alloc(type, 0);
+    if (s == NULL) {
+        return NULL;
+    }
+    cc_heap_node_init(&s->node);
+    s->deadline = d;
+    s->shield = (unsigned char)shield;
+    G.live_scopes++;
+    return (PyObject *)s;
+}
+
+static int Scope_traverse(Scope *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->engine);
+    Py_VISIT(s->host);
+    Py_VISIT(s->parent);
+    Py_VISIT(s->members);
+    return 0;
+}
+
+static int Scope_clear(Scope *s)
+{
+    if (s->engine != NULL && cc_heap_contains(&s->node)) {
+        cc_heap_remove(&s->engine->heap, &s->node);
+    }
+    unlink_child(s);
+    Py_CLEAR(s->engine);
+    Py_CLEAR(s->host);
+    Py_CLEAR(s->parent);
+    Py_CLEAR(s->members);
+    Py_CLEAR(s->reason);
+    return 0;
+}
+
+static void Scope_dealloc(Scope *s)
+{
+    PyObject_GC_UnTrack(s);
+    if (s->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)s);
+    }
+    /* children keep a strong reference to their parent, so none is linked here */
+    Scope_clear(s);
+    G.live_scopes--;
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task)
+{
+    LoopEngine *e = get_engine(loop);
+    if (e == NULL) {
+        return -1;
+    }
+    Scope *parent = innermost_of(task);
+    if (parent == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *cl = PyObject_CallMethodNoArgs(task, G.s_cancelling);
+    if (cl == NULL) {
+        return -1;
+    }
+    Py_ssize_t cancelling = PyLong_AsSsize_t(cl);
+    Py_DECREF(cl);
+    if (cancelling == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (PyDict_SetItem(task_scopes, task, (PyObject *)s) < 0) {
+        return -1;
+    }
+    s->cancelling_at_enter = cancelling;
+    Py_INCREF(e);
+    s->engine = e;
+    Py_INCREF(task);
+    s->host = task;
+    if (parent != NULL) {
+        Py_INCREF(parent);
+        s->parent = parent;
+        if (parent->host == task) {
+            parent->host_inside = 0;
+        }
+        s->next_sib = parent->first_child;
+        if (parent->first_child != NULL) {
+            parent->first_child->prev_sib = s;
+        }
+        parent->first_child = s;
+    }
+    s->host_inside = 1;
+    s->state = 1;
+    e->active_scopes++;
+    if (!s->cancel_called && s->deadline != INFINITY) {
+        double now;
+        if (loop_time(loop, &now) < 0) {
+            return -1;
+        }
+        if (s->deadline <= now) {
+            if (scope_cancel_here(s, loop, NULL, 1) < 0) {
+                return -1;
+            }
+        } else {
+            if (cc_heap_push(&e->heap, &s->node, s->deadline) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            if (engine_arm(e, loop, s->deadline) < 0) {
+                return -1;
+            }
+        }
+    }
+    if (effectively_cancelled(s)) {
+        if (PySet_Add(e->pending, task) < 0 || engine_schedule_redeliver(e, loop) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
+{
+    if (s->state != 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Each CancelScope may only be used for a single 'with' block");
+        return NULL;
+    }
+    PyObject *loop = engine_running_loop();
+    if (loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "CancelScope must be entered inside a running asyncio event loop");
+        return NULL;
+    }
+    PyObject *task = current_task_of(loop);
+    if (task == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    if (task == Py_None) {
+        Py_DECREF(task);
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError, "CancelScope must be entered inside an asyncio task");
+        return NULL;
+    }
+    int rc = scope_enter_impl(s, loop, task);
+    Py_DECREF(task);
+    Py_DECREF(loop);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_INCREF(s);
+    return (PyObject *)s;
+}
+
+/* Uncancel the host `n` times. */
+static int uncancel_n(PyObject *task, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyObject_CallMethodNoArgs(task, G.s_uncancel);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Returns 1 (swallow), 0 (propagate) or -1 (error set: raise it instead). */
+static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
+{
+    PyObject *task = s->host; /* strong until we clear it below */
+    LoopEngine *e = s->engine;
+    Scope *parent = s->parent;
+    int result = 0;
+
+    s->state = 2;
+    e->active_scopes--;
+    if (cc_heap_contains(&s->node)) {
+        cc_heap_remove(&e->heap, &s->node);
+    }
+    unlink_child(s);
+    if (parent != NULL) {
+        if (PyDict_SetItem(task_scopes, task, (PyObject *)parent) < 0) {
+            return -1;
+        }
+        if (parent->host == task) {
+            parent->host_inside = 1;
+        }
+        if (effectively_cancelled(parent)) {
+            if (PySet_Add(e->pending, task) < 0 || engine_schedule_redeliver(e, loop) < 0) {
+                return -1;
+            }
+        }
+    } else {
+        if (PyDict_DelItem(task_scopes, task) < 0) {
+            return -1;
+        }
+    }
+    int parent_visible = parent != NULL && !s->shield && effectively_cancelled(parent);
+    if (s->cancel_called && !parent_visible) {
+        if (uncancel_n(task, s->cancel_count) < 0) {
+            return -1;
+        }
+        s->cancel_count = 0;
+        PyObject *cl = PyObject_CallMethodNoArgs(task, G.s_cancelling);
+        if (cl == NULL) {
+            return -1;
+        }
+        Py_ssize_t now_cancelling = PyLong_AsSsize_t(cl);
+        Py_DECREF(cl);
+        if (now_cancelling == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (now_cancelling > s->cancelling_at_enter) {
+            return 0; /* a cancel that is not ours is pending: let it through */
+        }
+        if (exc == NULL || exc == Py_None) {
+            return 0;
+        }
+        if (PyObject_TypeCheck(exc, (PyTypeObject *)G.CancelledError)) {
+            s->cancelled_caught = 1;
+            return 1;
+        }
+        if (PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_BaseExceptionGroup)) {
+            PyObject *parts = PyObject_CallMethodOneArg(exc, G.s_split, G.CancelledError);
+            if (parts == NULL) {
+                return -1;
+            }
+            if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 2) {
+                Py_DECREF(parts);
+                PyErr_SetString(PyExc_RuntimeError, "unexpected result of ExceptionGroup.split");
+                return -1;
+            }
+            PyObject *matched = PyTuple_GET_ITEM(parts, 0);
+            PyObject *rest = PyTuple_GET_ITEM(parts, 1);
+            if (matched == Py_None) {
+                Py_DECREF(parts);
+                return 0;
+            }
+            s->cancelled_caught = 1;
+            if (rest == Py_None) {
+                Py_DECREF(parts);
+                return 1;
+            }
+            PyObject *ctx = PyException_GetContext(rest);
+            PyErr_SetObject((PyObject *)Py_TYPE(rest), rest);
+            PyException_SetContext(rest, ctx); /* steals ctx */
+            Py_DECREF(parts);
+            return -1;
+        }
+        return 0;
+    }
+    if (s->cancel_count > 0) {
+        if (parent != NULL && parent->host == task && parent->state == 1) {
+            parent->cancel_count += s->cancel_count;
+        }
+        s->cancel_count = 0;
+    }
+    return result;
+}
+
+static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ expects 3 arguments");
+        return NULL;
+    }
+    if (s->state != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "This cancel scope is not active");
+        return NULL;
+    }
+    PyObject *loop = engine_loop(s->engine);
+    if (loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the event loop of this cancel scope is gone");
+        return NULL;
+    }
+    Py_INCREF(loop);
+    PyObject *running = engine_running_loop();
+    if (running != loop) {
+        Py_XDECREF(running);
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Attempted to exit a cancel scope outside the event loop it was entered in");
+        return NULL;
+    }
+    Py_DECREF(running);
+    PyObject *task = current_task_of(loop);
+    if (task == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    if (task != s->host) {
+        Py_DECREF(task);
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Attempted to exit cancel scope in a different task than it was entered in");
+        return NULL;
+    }
+    Py_DECREF(task);
+    if (innermost_of(s->host) != s) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
+                                            "current task's current cancel scope");
+        return NULL;
+    }
+    int rc = scope_exit_impl(s, loop, args[1]);
+    Py_DECREF(loop);
+    /* release what only an active scope needs (keep parent: cheap, and keeps
+     * effectively-cancelled queries meaningful for late cancel() calls) */
+    Py_CLEAR(s->host);
+    Py_CLEAR(s->engine);
+    Py_CLEAR(s->members);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *scope_cancel_cb(PyObject *self, PyObject *reason)
+{
+    Scope *s = (Scope *)self;
+    if (s->state == 1 && s->engine != NULL) {
+        PyObject *loop = engine_loop(s->engine);
+        if (loop != NULL) {
+            Py_INCREF(loop);
+            int rc = scope_cancel_here(s, loop, reason, 0);
+            Py_DECREF(loop);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    s->cancel_called = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef scope_cancel_def = {"_cancel_on_loop", scope_cancel_cb, METH_O, NULL};
+
+static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"reason", NULL};
+    PyObject *reason = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:cancel", kwlist, &reason)) {
+        return NULL;
+    }
+    if (reason != Py_None && !PyUnicode_Check(reason)) {
+        PyErr_Format(PyExc_TypeError, "reason must be a str or None, not %.100s",
+                     Py_TYPE(reason)->tp_name);
+        return NULL;
+    }
+    if (s->cancel_called) {
+        Py_RETURN_NONE;
+    }
+    if (s->state != 1 || s->engine == NULL) {
+        s->cancel_called = 1;
+        if (reason != Py_None && s->reason == NULL) {
+            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s,
+                                             reason);
+            if (s->reason == NULL) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *loop = engine_loop(s->engine);
+    if (loop == NULL) {
+        s->cancel_called = 1;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(loop);
+    PyObject *running = engine_running_loop();
+    int here = running == loop;
+    Py_XDECREF(running);
+    if (here) {
+        int rc = scope_cancel_here(s, loop, reason, 0);
+        Py_DECREF(loop);
+        if (rc < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    /* Another thread: Task.cancel is not thread-safe, hop onto the loop. */
+    PyObject *cb = PyCFunction_New(&scope_cancel_def, (PyObject *)s);
+    if (cb == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(loop, G.s_call_soon_threadsafe, cb, reason, NULL);
+    Py_DECREF(cb);
+    Py_DECREF(loop);
+    if (r == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            /* the loop is closed: nothing runs in it any more */
+            PyErr_Clear();
+            s->cancel_called = 1;
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Scope_get_deadline(Scope *s, void *Py_UNUSED(c))
+{
+    return PyFloat_FromDouble(s->deadline);
+}
+
+static int Scope_set_deadline(Scope *s, PyObject *value, void *Py_UNUSED(c))
+{
+    double d;
+    if (parse_deadline(value, &d) < 0) {
+        return -1;
+    }
+    s->deadline = d;
+    if (s->state != 1 || s->engine == NULL || s->cancel_called) {
+        return 0;
+    }
+    LoopEngine *e = s->engine;
+    PyObject *loop = engine_loop(e);
+    if (loop == NULL) {
+        return 0;
+    }
+    PyObject *running = engine_running_loop();
+    Py_XDECREF(running);
+    if (running != loop) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the deadline of an active cancel scope can only be changed from the "
+                        "thread running its event loop");
+        return -1;
+    }
+    Py_INCREF(loop);
+    int rc = 0;
+    if (d == INFINITY) {
+        cc_heap_remove(&e->heap, &s->node);
+    } else {
+        double now;
+        if (loop_time(loop, &now) < 0) {
+            rc = -1;
+        } else if (d <= now) {
+            rc = scope_cancel_here(s, loop, NULL, 1);
+        } else {
+            if (cc_heap_contains(&s->node)) {
+                cc_heap_update(&e->heap, &s->node, d);
+            } else if (cc_heap_push(&e->heap, &s->node, d) < 0) {
+                PyErr_NoMemory();
+                rc = -1;
+            }
+            if (rc == 0) {
+                rc = engine_arm(e, loop, d);
+            }
+        }
+    }
+    Py_DECREF(loop);
+    return rc;
+}
+
+static PyObject *Scope_get_shield(Scope *s, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(s->shield);
+}
+
+static int Scope_set_shield(Scope *s, PyObject *value, void *Py_UNUSED(c))
+{
+    if (value == NULL || !PyBool_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "shield must be a bool, not %.100s",
+                     value == NULL ? "nothing" : Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    int v = value == Py_True;
+    if (v == s->shield) {
+        return 0;
+    }
+    s->shield = (unsigned char)v;
+    if (!v && s->state == 1 && s->engine != NULL && s->parent != NULL &&
+        effectively_cancelled(s->parent)) {
+        /* unshielding inside a cancelled parent: deliver */
+        PyObject *loop = engine_loop(s->engine);
+        if (loop != NULL) {
+            Py_INCREF(loop);
+            PyObject *current = current_task_of(loop);
+            int rc = -1;
+            if (current != NULL) {
+                rc = deliver_scope(s->engine, s, current);
+                if (rc == 0) {
+                    rc = engine_schedule_redeliver(s->engine, loop);
+                }
+                Py_DECREF(current);
+            }
+            Py_DECREF(loop);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static PyObject *Scope_get_flag(Scope *s, void *closure)
+{
+    switch ((int)(intptr_t)closure) {
+    case 0:
+        return PyBool_FromLong(s->cancel_called);
+    case 1:
+        return PyBool_FromLong(s->cancelled_caught);
+    case 2:
+        return PyBool_FromLong(s->deadline_reached);
+    case 3:
+        return PyBool_FromLong(s->state == 1);
+    default:
+        return PyBool_FromLong(s->state == 1 && effectively_cancelled(s));
+    }
+}
+
+static PyObject *Scope_get_host(Scope *s, void *Py_UNUSED(c))
+{
+    if (s->host == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(s->host);
+    return s->host;
+}
+
+static PyObject *Scope_repr(Scope *s)
+{
+    const char *state = s->state == 0 ? "new" : (s->state == 1 ? "active" : "exited");
+    PyObject *d = PyFloat_FromDouble(s->deadline);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat("<CancelScope %s deadline=%R shield=%s cancel_called=%s>",
+                                       state, d, s->shield ? "True" : "False",
+                                       s->cancel_called ? "True" : "False");
+    Py_DECREF(d);
+    return r;
+}
+
+static PyMethodDef Scope_methods[] = {
+    {"__enter__", (PyCFunction)Scope_enter, METH_NOARGS, "Enter the scope in the current task."},
+    {"__exit__", (PyCFunction)(void (*)(void))Scope_exit, METH_FASTCALL,
+     "Exit the scope; returns True when it swallows its own cancellation."},
+    {"cancel", (PyCFunction)(void (*)(void))Scope_cancel, METH_VARARGS | METH_KEYWORDS,
+     "cancel(reason=None): cancel this scope (callable from any thread)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Scope_getset[] = {
+    {"deadline", (getter)Scope_get_deadline, (setter)Scope_set_deadline,
+     "Absolute deadline in loop time (math.inf: none). Past values mean already expired.", NULL},
+    {"shield", (getter)Scope_get_shield, (setter)Scope_set_shield,
+     "When True, cancellation of enclosing scopes does not reach inside.", NULL},
+    {"cancel_called", (getter)Scope_get_flag, NULL, "True once cancel() ran or the deadline passed.",
+     (void *)0},
+    {"cancelled_caught", (getter)Scope_get_flag, NULL,
+     "True when this scope swallowed its own cancellation on exit.", (void *)1},
+    {"deadline_reached", (getter)Scope_get_flag, NULL,
+     "True when the cancellation came from the deadline.", (void *)2},
+    {"active", (getter)Scope_get_flag, NULL, "True between enter and exit.", (void *)3},
+    {"effectively_cancelled", (getter)Scope_get_flag, NULL,
+     "True when code inside this (active) scope is being cancelled.", (void *)4},
+    {"host_task", (getter)Scope_get_host, NULL, "The task that entered the scope (while active).",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Scope_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.CancelScope",
+    .tp_basicsize = sizeof(Scope),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "CancelScope(deadline=math.inf, shield=False)\n\n"
+              "A cancel scope for asyncio with anyio/trio semantics: a plain `with` block, "
+              "single use.",
+    .tp_new = Scope_new,
+    .tp_traverse = (traverseproc)Scope_traverse,
+    .tp_clear = (inquiry)Scope_clear,
+    .tp_dealloc = (destructor)Scope_dealloc,
+    .tp_methods = Scope_methods,
+    .tp_getset = Scope_getset,
+    .tp_repr = (reprfunc)Scope_repr,
+    .tp_weaklistoffset = offsetof(Scope, weakreflist),
+};
+
+/* ------------------------------------------------------------------------- */
+/* Module functions                                                           */
+
+static PyObject *release_task(PyObject *Py_UNUSED(m), PyObject *task)
+{
+    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
+    if (s == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Scope *scope = (Scope *)s;
+    if (scope->host != task) {
+        /* the task's root is an adopted membership: drop it */
+        Py_INCREF(scope);
+        if (scope->members != NULL) {
+            Py_ssize_t n = PyList_GET_SIZE(scope->members);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (PyList_GET_ITEM(scope->members, i) == task) {
+                    if (PySequence_DelItem(scope->members, i) < 0) {
+                        Py_DECREF(scope);
+                        return NULL;
+                    }
+                    break;
+                }
+            }
+        }
+        Py_DECREF(scope);
+        if (PyDict_DelItem(task_scopes, task) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef release_def = {"_release_task", release_task, METH_O, NULL};
+
+static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "adopt_task(task, scope) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *task = args[0];
+    if (!PyObject_TypeCheck(args[1], &Scope_Type)) {
+        PyErr_Format(PyExc_TypeError, "scope must be a CancelScope, not %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    Scope *s = (Scope *)args[1];
+    if (s->state != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "adopt_task: the scope is not active");
+        return NULL;
+    }
+    int is_future = PyObject_IsInstance(task, G.FutureType);
+    if (is_future < 0) {
+        return NULL;
+    }
+    if (!is_future || !PyObject_HasAttr(task, s_get_coro)) {
+        PyErr_Format(PyExc_TypeError, "task must be an asyncio.Task, not %.100s",
+                     Py_TYPE(task)->tp_name);
+        return NULL;
+    }
+    int present = PyDict_Contains(task_scopes, task);
+    if (present < 0) {
+        return NULL;
+    }
+    if (present) {
+        PyErr_SetString(PyExc_RuntimeError, "adopt_task: the task is already inside a scope");
+        return NULL;
+    }
+    if (s->members == NULL) {
+        s->members = PyList_New(0);
+        if (s->members == NULL) {
+            return NULL;
+        }
+    }
+    if (PyList_Append(s->members, task) < 0) {
+        return NULL;
+    }
+    if (PyDict_SetItem(task_scopes, task, (PyObject *)s) < 0) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, release_cb);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (effectively_cancelled(s)) {
+        PyObject *loop = engine_loop(s->engine);
+        if (loop != NULL) {
+            Py_INCREF(loop);
+            int rc = PySet_Add(s->engine->pending, task);
+            if (rc == 0) {
+                rc = engine_schedule_redeliver(s->engine, loop);
+            }
+            Py_DECREF(loop);
+            if (rc < 0) {
+                return NULL;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"task", NULL};
+    PyObject *task = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:current_scope", kwlist, &task)) {
+        return NULL;
+    }
+    PyObject *owned = NULL;
+    if (task == Py_None) {
+        PyObject *loop = engine_running_loop();
+        if (loop == NULL) {
+            Py_RETURN_NONE;
+        }
+        owned = current_task_of(loop);
+        Py_DECREF(loop);
+        if (owned == NULL) {
+            return NULL;
+        }
+        task = owned;
+    }
+    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
+    Py_XDECREF(owned);
+    if (s == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(s);
+    return s;
+}
+
+static PyObject *loop_stats(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"loop", NULL};
+    PyObject *loop = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:loop_stats", kwlist, &loop)) {
+        return NULL;
+    }
+    PyObject *owned = NULL;
+    if (loop == Py_None) {
+        owned = engine_running_loop();
+        if (owned == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "loop_stats(): no running event loop; pass loop=");
+            return NULL;
+        }
+        loop = owned;
+    }
+    PyObject *key = PyLong_FromVoidPtr(loop);
+    Py_XDECREF(owned);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
+    Py_DECREF(key);
+    if (eng == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return Py_BuildValue("{s:i,s:i,s:i,s:i,s:d}", "armed_timers", 0, "deadlines", 0,
+                             "pending_redelivery", 0, "active_scopes", 0, "timer_when", INFINITY);
+    }
+    return engine_stats((LoopEngine *)eng);
+}
+
+static PyObject *armed_timers(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    Py_ssize_t n = 0, pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(loop_engines, &pos, &k, &v)) {
+        n += ((LoopEngine *)v)->timer != NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+static PyMethodDef scope_module_methods[] = {
+    {"adopt_task", (PyCFunction)(void (*)(void))adopt_task, METH_FASTCALL,
+     "adopt_task(task, scope): run a not-yet-started task inside `scope` (task groups)."},
+    {"current_scope", (PyCFunction)(void (*)(void))current_scope, METH_VARARGS | METH_KEYWORDS,
+     "current_scope(task=None): the innermost engine scope of a task, or None."},
+    {"loop_stats", (PyCFunction)(void (*)(void))loop_stats, METH_VARARGS | METH_KEYWORDS,
+     "loop_stats(loop=None) -> dict: armed_timers, deadlines, pending_redelivery, "
+     "active_scopes, timer_when."},
+    {"armed_timers", armed_timers, METH_NOARGS,
+     "armed_timers() -> int: loop timers currently armed by the engine, all loops together."},
+    {NULL, NULL, 0, NULL},
+};
+
+int engine_scope_init(PyObject *m)
+{
+    if (PyType_Ready(&Scope_Type) < 0 || PyType_Ready(&LoopEngine_Type) < 0) {
+        return -1;
+    }
+    task_scopes = PyDict_New();
+    loop_engines = PyDict_New();
+    if (task_scopes == NULL || loop_engines == NULL) {
+        return -1;
+    }
+    release_cb = PyCFunction_New(&release_def, NULL);
+    s_get_coro = PyUnicode_InternFromString("get_coro");
+    s_cr_running = PyUnicode_InternFromString("cr_running");
+    s_cr_suspended = PyUnicode_InternFromString("cr_suspended");
+    s_cr_frame = PyUnicode_InternFromString("cr_frame");
+    if (release_cb == NULL || !s_get_coro || !s_cr_running || !s_cr_suspended ||
+        !s_cr_frame) {
+        return -1;
+    }
+    Py_INCREF(&Scope_Type);
+    if (PyModule_AddObject(m, "CancelScope", (PyObject *)&Scope_Type) < 0) {
+        Py_DECREF(&Scope_Type);
+        return -1;
+    }
+    Py_INCREF(&LoopEngine_Type);
+    if (PyModule_AddObject(m, "LoopEngine", (PyObject *)&LoopEngine_Type) < 0) {
+        Py_DECREF(&LoopEngine_Type);
+        return -1;
+    }
+    if (PyModule_AddFunctions(m, scope_module_methods) < 0) {
+        return -1;
+    }
+    Py_INCREF(task_scopes);
+    if (PyModule_AddObject(m, "_task_scopes", task_scopes) < 0) {
+        Py_DECREF(task_scopes);
+        return -1;
+    }
+    return 0;
+}
