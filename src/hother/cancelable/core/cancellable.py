@@ -1,0 +1,865 @@
+"""``Cancellable``: the operation context manager (API.md §6).
+
+An operation runs its body inside a backend cancel scope (the C engine's scope on asyncio,
+trio's scope under trio, anyio's under anyio-on-asyncio). Timeouts set the scope deadline,
+tokens and parents cancel the scope through a synchronous token hook, sources cancel it when
+they fire. The exit records the outcome (status, reason, message) and **re-raises** the
+runtime's native cancel exception: a ``Cancellable`` never swallows an exception.
+
+Lifecycle (transactional enter, shielded cleanup):
+
+* enter: detect the backend, link the operation token to its parent / shared / combined tokens,
+  status RUNNING, registry, hook the token to the scope, start the sources, ``on_start``
+  callbacks, ``current_operation`` set, scope entered. A failure midway undoes every completed
+  step and re-raises.
+* exit: scope exited, outcome resolved (see :meth:`Cancellable._resolve_cancel_reason`), status
+  and callbacks, then (shielded from outer cancellation) sources stopped, shields cancelled,
+  token hooks and links removed, registry entry moved to history, ``current_operation``
+  restored.
+
+Single use: entering an instance a second time raises :class:`RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import math
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .exceptions import CancellationError
+from .models import CancellationReason, OperationContext, OperationStatus
+from .token import CancellationToken, LinkedCancellationToken
+
+__all__ = ["Cancellable", "LinkState", "current_operation"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_current_operation: contextvars.ContextVar[Cancellable | None] = contextvars.ContextVar(
+    "current_operation", default=None
+)
+
+# Status values as plain constants (enum attribute lookups are not free on the hot path).
+_PENDING = OperationStatus.PENDING
+_RUNNING = OperationStatus.RUNNING
+_COMPLETED = OperationStatus.COMPLETED
+_CANCELLED = OperationStatus.CANCELLED
+_FAILED = OperationStatus.FAILED
+_SHIELDED = OperationStatus.SHIELDED
+_TERMINAL = frozenset({_COMPLETED, _CANCELLED, _FAILED, OperationStatus.TIMEOUT})
+
+
+def current_operation() -> Cancellable | None:
+    """The :class:`Cancellable` whose block the calling code runs in, or ``None``.
+
+    A context variable: inherited by tasks started inside the block, not visible in plain
+    threads except through :meth:`Cancellable.run_in_thread`.
+    """
+    return _current_operation.get()
+
+
+class LinkState:
+    """Link bookkeeping states (0.1 internal names, kept for reference)."""
+
+    NOT_LINKED = "not_linked"
+    LINKING = "linking"
+    LINKED = "linked"
+    CANCELLED = "cancelled"
+
+
+def _check_str(value: object, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
+    return value
+
+
+def _check_callable(value: object, what: str) -> None:
+    if not callable(value):
+        raise TypeError(f"{what} must be callable, not {type(value).__name__}")
+
+
+async def _call(callback: Callable[..., Any], *args: Any) -> None:
+    """Call a sync or async callback; log and swallow its ``Exception``."""
+    try:
+        result = callback(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception(
+            "hother.cancelable: callback %r raised", callback, extra={"callback": repr(callback)}
+        )
+
+
+def _backend() -> Any:
+    from ..backends import get_backend
+
+    return get_backend()
+
+
+def _is_cancel_exc(exc: BaseException, cancel_cls: type[BaseException]) -> bool:
+    if isinstance(exc, cancel_cls):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cancel_exc(e, cancel_cls) for e in exc.exceptions)
+    return False
+
+
+def _timeout_seconds(timeout: float | timedelta) -> float:
+    from ..sources.timeout import validate_timeout
+
+    return validate_timeout(timeout)
+
+
+class Cancellable:
+    """An async context manager that runs a block as a cancellable *operation*.
+
+    Args:
+        operation_id: the id (a str); a uuid4 string is created (lazily) when omitted.
+        name: a readable name.
+        parent: the parent operation; its cancellation (``cancel()``, token, timeout)
+            reaches this one with reason ``PARENT``.
+        metadata: a dict stored on the context (kept as the same mutable object).
+        register_globally: register in :class:`OperationRegistry` while running.
+
+    Backend notes: on asyncio the body runs in the C engine's cancel scope; under trio in a
+    ``trio.CancelScope``; with the anyio backend forced on asyncio in ``anyio.CancelScope``.
+    Everywhere a cancellation ends the block with the runtime's native cancel exception
+    (``asyncio.CancelledError`` / ``trio.Cancelled``), which the caller catches.
+    """
+
+    _sources: list[Any]
+
+    def __init__(
+        self,
+        operation_id: str | None = None,
+        name: str | None = None,
+        parent: Cancellable | None = None,
+        metadata: dict[str, Any] | None = None,
+        register_globally: bool = False,
+    ) -> None:
+        _check_str(operation_id, "operation_id")
+        _check_str(name, "name")
+        if parent is not None and not isinstance(parent, Cancellable):
+            raise TypeError(f"parent must be a Cancellable or None, not {type(parent).__name__}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict or None, not {type(metadata).__name__}")
+        if not isinstance(register_globally, bool):
+            raise TypeError(
+                f"register_globally must be a bool, not {type(register_globally).__name__}"
+            )
+        self._id = operation_id
+        self._name = name
+        self._metadata = metadata if metadata is not None else {}
+        self._ctx: OperationContext | None = None
+        self._status = _PENDING
+        self._start_time: datetime | None = None
+        self._end_time: datetime | None = None
+        self._cancel_reason: CancellationReason | None = None
+        self._cancel_message: str | None = None
+        self._error: str | None = None
+        self._partial_result: Any = None
+        self._register_globally = register_globally
+        self._token_obj: LinkedCancellationToken | None = None
+        self._external_tokens: list[CancellationToken] = []
+        self._cancellables_to_link: list[Cancellable] = []
+        self._sources = []
+        self._shields: list[Any] = []
+        self._scope: Any = None
+        self._backend: Any = None
+        self._entered = False
+        self._hook: int = 0
+        self._linked_to: list[CancellationToken] = []
+        self._cv_token: contextvars.Token[Cancellable | None] | None = None
+        self._registered = False
+        self._source_reason: tuple[CancellationReason, str | None] | None = None
+        self._hook_reason: tuple[CancellationReason, str | None] | None = None
+        self._source_error: BaseException | None = None
+        self._progress_callbacks: list[Callable[..., Any]] = []
+        self._start_callbacks: list[Callable[..., Any]] = []
+        self._complete_callbacks: list[Callable[..., Any]] = []
+        self._cancel_callbacks: list[Callable[..., Any]] = []
+        self._error_callbacks: list[Callable[..., Any]] = []
+        self._children: weakref.WeakSet[Cancellable] = weakref.WeakSet()
+        self._parent_ref: weakref.ref[Cancellable] | None = None
+        self._parent_id: str | None = None
+        if parent is not None:
+            self._parent_ref = weakref.ref(parent)
+            self._parent_id = parent.operation_id
+            parent._children.add(self)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("operation created", extra={"operation_name": name})
+
+    # ------------------------------------------------------------------ factories
+    @classmethod
+    def with_timeout(
+        cls,
+        timeout: float | timedelta,
+        operation_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Cancellable:
+        """An operation cancelled ``timeout`` seconds after it is entered (reason TIMEOUT).
+
+        ``timeout`` is a positive number of seconds or a ``timedelta``; NaN, zero or negative
+        values raise ``ValueError``.
+        """
+        from ..sources.timeout import TimeoutSource
+
+        source = TimeoutSource(timeout)
+        seconds = source.timeout
+        inst = cls(operation_id=operation_id, name=name or f"timeout_{seconds}s", **kwargs)
+        inst._sources.append(source)
+        return inst
+
+    @classmethod
+    def with_token(
+        cls,
+        token: CancellationToken,
+        operation_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Cancellable:
+        """An operation cancelled when ``token`` is (its reason and message are kept).
+
+        The operation keeps its own token, linked to ``token``: ``cancel()`` on the operation
+        does not cancel the shared token (0.2 fix), and ``parent=`` can be combined with it.
+        """
+        if not isinstance(token, CancellationToken):
+            raise TypeError(f"token must be a CancellationToken, not {type(token).__name__}")
+        inst = cls(operation_id=operation_id, name=name or "token_based", **kwargs)
+        inst._external_tokens.append(token)
+        return inst
+
+    @classmethod
+    def with_signal(
+        cls,
+        *signals: int,
+        operation_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Cancellable:
+        """An operation cancelled when one of ``signals`` arrives (default SIGINT, SIGTERM)."""
+        from ..sources.signal import SignalSource
+
+        source = SignalSource(*signals)
+        inst = cls(operation_id=operation_id, name=name or "signal_based", **kwargs)
+        inst._sources.append(source)
+        return inst
+
+    @classmethod
+    def with_condition(
+        cls,
+        condition: Callable[[], bool | Awaitable[bool]],
+        check_interval: float = 0.1,
+        condition_name: str | None = None,
+        operation_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Cancellable:
+        """An operation cancelled once ``condition()`` returns a truthy value (polled)."""
+        from ..sources.condition import ConditionSource
+
+        source = ConditionSource(condition, check_interval, condition_name)
+        inst = cls(operation_id=operation_id, name=name or "condition_based", **kwargs)
+        inst._sources.append(source)
+        return inst
+
+    def combine(self, *others: Cancellable) -> Cancellable:
+        """A new operation cancelled by any of ``self`` and ``others`` (sources and tokens).
+
+        Deadlines: the earliest one wins. Token cancellations keep their reason and message.
+        """
+        for other in others:
+            if not isinstance(other, Cancellable):
+                raise TypeError(f"combine() takes Cancellable objects, not {type(other).__name__}")
+        combined = Cancellable(
+            name=f"combined_{self._name}",
+            metadata={
+                "sources": [self.operation_id, *(o.operation_id for o in others)],
+                "combined": True,
+                "preserve_reason": True,
+            },
+        )
+        combined._sources = [*self._sources]
+        for other in others:
+            combined._sources.extend(other._sources)
+        combined._cancellables_to_link = [self, *others]
+        return combined
+
+    def add_source(self, source: Any) -> Cancellable:
+        """Attach a :class:`~hother.cancelable.sources.base.CancellationSource` (chainable).
+
+        Sources must be added before the operation is entered.
+        """
+        from ..sources.base import CancellationSource
+
+        if not isinstance(source, CancellationSource):
+            raise TypeError(f"source must be a CancellationSource, not {type(source).__name__}")
+        if self._entered:
+            raise RuntimeError("add_source() must be called before the operation is entered")
+        self._sources.append(source)
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def operation_id(self) -> str:
+        """The operation id (a uuid4 string unless one was given)."""
+        if self._ctx is not None:
+            return self._ctx.id
+        if self._id is None:
+            import uuid
+
+            self._id = str(uuid.uuid4())
+        return self._id
+
+    @property
+    def context(self) -> OperationContext:
+        """The operation's :class:`OperationContext` (built on first access, then live)."""
+        ctx = self._ctx
+        if ctx is None:
+            ctx = OperationContext(
+                id=self.operation_id,
+                name=self._name,
+                status=self._status,
+                metadata=self._metadata,
+                parent_id=self._parent_id,
+            )
+            if self._start_time is not None:
+                ctx.start_time = self._start_time
+            ctx.end_time = self._end_time
+            ctx.cancel_reason = self._cancel_reason
+            ctx.cancel_message = self._cancel_message
+            ctx.error = self._error
+            ctx.partial_result = self._partial_result
+            self._ctx = ctx
+        return ctx
+
+    @property
+    def _token(self) -> LinkedCancellationToken:
+        """The operation's own token (0.1 name)."""
+        tok = self._token_obj
+        if tok is None:
+            tok = self._token_obj = LinkedCancellationToken()
+        return tok
+
+    @property
+    def token(self) -> LinkedCancellationToken:
+        """The operation's own token (read-only)."""
+        return self._token
+
+    @property
+    def status(self) -> OperationStatus:
+        """The current :class:`OperationStatus`."""
+        return self._ctx.status if self._ctx is not None else self._status
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the operation ended CANCELLED (or TIMEOUT); set at exit."""
+        return self.status in (_CANCELLED, OperationStatus.TIMEOUT)
+
+    @property
+    def is_running(self) -> bool:
+        """True while the block runs."""
+        return self.status == _RUNNING
+
+    @property
+    def is_completed(self) -> bool:
+        """True when the block ended normally (COMPLETED)."""
+        return self.status == _COMPLETED
+
+    @property
+    def parent(self) -> Cancellable | None:
+        """The parent operation, or ``None`` (never set, or garbage-collected)."""
+        return self._parent_ref() if self._parent_ref is not None else None
+
+    @property
+    def scope(self) -> Any:
+        """The backend cancel scope of the running block (``None`` before enter)."""
+        return self._scope
+
+    # ------------------------------------------------------------------ state updates
+    def _set_status(self, status: OperationStatus) -> None:
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.update_status(status)
+            return
+        self._status = status
+        if status in _TERMINAL:
+            self._end_time = datetime.now(UTC)
+
+    def _set_cancel(self, reason: CancellationReason | None, message: str | None) -> None:
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.cancel_reason = reason
+            ctx.cancel_message = message
+        self._cancel_reason = reason
+        self._cancel_message = message
+
+    def _set_error(self, error: str) -> None:
+        if self._ctx is not None:
+            self._ctx.error = error
+        self._error = error
+
+    def _set_partial_result(self, value: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.partial_result = value
+        self._partial_result = value
+
+    # ------------------------------------------------------------------ callbacks
+    def _add_callback(self, lst: list[Callable[..., Any]], callback: Any, what: str) -> Cancellable:
+        _check_callable(callback, what)
+        lst.append(callback)
+        return self
+
+    def on_progress(self, callback: Callable[..., Any]) -> Cancellable:
+        """Register ``callback(operation_id, message, metadata)`` for progress reports."""
+        return self._add_callback(self._progress_callbacks, callback, "callback")
+
+    def on_start(self, callback: Callable[..., Any]) -> Cancellable:
+        """Register ``callback(context)`` run on enter (status RUNNING)."""
+        return self._add_callback(self._start_callbacks, callback, "callback")
+
+    def on_complete(self, callback: Callable[..., Any]) -> Cancellable:
+        """Register ``callback(context)`` run on a normal exit (status COMPLETED)."""
+        return self._add_callback(self._complete_callbacks, callback, "callback")
+
+    def on_cancel(self, callback: Callable[..., Any]) -> Cancellable:
+        """Register ``callback(context)`` run when the operation ends CANCELLED."""
+        return self._add_callback(self._cancel_callbacks, callback, "callback")
+
+    def on_error(self, callback: Callable[..., Any]) -> Cancellable:
+        """Register ``callback(context, error)`` run when the body raised (status FAILED)."""
+        return self._add_callback(self._error_callbacks, callback, "callback")
+
+    async def report_progress(self, message: Any, metadata: dict[str, Any] | None = None) -> None:
+        """Call every progress callback with ``(operation_id, message, metadata)``."""
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict or None, not {type(metadata).__name__}")
+        if not self._progress_callbacks:
+            return
+        op_id = self.operation_id
+        for cb in list(self._progress_callbacks):
+            await _call(cb, op_id, message, metadata)
+
+    # ------------------------------------------------------------------ token hooks
+    def _on_token_cancelled(self, token: CancellationToken) -> None:
+        """Token hook: record the token's reason and cancel the running scope (sync)."""
+        if self._hook_reason is None:
+            self._hook_reason = (token.reason or CancellationReason.MANUAL, token.message)
+        scope = self._scope
+        if scope is not None and not scope.cancel_called:
+            scope.cancel()
+
+    def _on_source_cancelled(self, reason: CancellationReason, message: str | None) -> None:
+        """Source callback: record why a source fired (the source cancels the scope)."""
+        if self._source_reason is None:
+            self._source_reason = (reason, message)
+
+    def _on_source_error(self, source: Any, error: BaseException) -> None:
+        """A source's watcher failed: remembered and reported to ``on_error`` at exit."""
+        if self._source_error is None:
+            self._source_error = error
+
+    def _all_link_targets(self) -> list[CancellationToken]:
+        """Tokens of combined operations, flattened through nested combines."""
+        seen: set[int] = set()
+        out: list[CancellationToken] = []
+
+        def walk(op: Cancellable) -> None:
+            if id(op) in seen:
+                return
+            seen.add(id(op))
+            if op._cancellables_to_link:
+                for inner in op._cancellables_to_link:
+                    walk(inner)
+            if op is not self:
+                out.append(op._token)
+                out.extend(op._external_tokens)
+
+        walk(self)
+        return out
+
+    def _link_tokens(self) -> None:
+        tok = self._token
+        parent = self.parent
+        if parent is not None:
+            tok._link_from(parent._token, False)
+            self._linked_to.append(parent._token)
+        for ext in self._external_tokens:
+            tok._link_from(ext, True)
+            self._linked_to.append(ext)
+        if self._cancellables_to_link:
+            for target in self._all_link_targets():
+                if target is tok or target in self._linked_to:
+                    continue
+                tok._link_from(target, True)
+                self._linked_to.append(target)
+
+    def _unlink_tokens(self) -> None:
+        tok = self._token_obj
+        if tok is None:
+            return
+        for src in self._linked_to:
+            tok._unlink_from(src)
+        self._linked_to.clear()
+
+    # ------------------------------------------------------------------ enter / exit
+    async def __aenter__(self) -> Cancellable:
+        if self._entered:
+            raise RuntimeError(
+                "this Cancellable was already entered: a Cancellable runs one block only; "
+                "create a new one for each operation"
+            )
+        self._entered = True
+        backend = self._backend = _backend()
+        scope = self._scope = backend.create_cancel_scope()
+        started: list[Any] = []
+        self._cv_token = _current_operation.set(self)
+        try:
+            if self._parent_ref is not None or self._external_tokens or self._cancellables_to_link:
+                self._link_tokens()
+            self._start_time = datetime.now(UTC)
+            if self._ctx is not None:
+                self._ctx.start_time = self._start_time
+            self._set_status(_RUNNING)
+            if self._register_globally:
+                from .registry import OperationRegistry
+
+                OperationRegistry.get_instance().register_sync(self)
+                self._registered = True
+            self._hook = self._token._add_hook(self._on_token_cancelled)
+            for source in self._sources:
+                source.set_cancel_callback(self._on_source_cancelled)
+                if hasattr(source, "set_error_callback"):
+                    source.set_error_callback(self._on_source_error)
+                await source.start_monitoring(scope)
+                started.append(source)
+            if self._start_callbacks:
+                ctx = self.context
+                for cb in list(self._start_callbacks):
+                    await _call(cb, ctx)
+            scope.__enter__()
+        except BaseException:
+            await self._undo_enter(started)
+            raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("operation started", extra={"operation_id": self.operation_id})
+        return self
+
+    async def _undo_enter(self, started: list[Any]) -> None:
+        with self._backend.create_cancel_scope(shield=True):
+            for source in reversed(started):
+                try:
+                    await source.stop_monitoring()
+                except Exception:
+                    logger.exception("hother.cancelable: stopping a source failed")
+        self._cleanup_sync()
+        self._set_status(_FAILED)
+        self._scope = None
+
+    def _cleanup_sync(self) -> None:
+        if self._hook:
+            self._token._remove_hook(self._hook)
+            self._hook = 0
+        self._unlink_tokens()
+        if self._registered:
+            from .registry import OperationRegistry
+
+            self._registered = False
+            try:
+                OperationRegistry.get_instance().unregister_sync(self.operation_id)
+            except Exception:
+                logger.exception("hother.cancelable: unregistering an operation failed")
+        if self._cv_token is not None:
+            try:
+                _current_operation.reset(self._cv_token)
+            except ValueError:
+                # exited in another context (e.g. a generator finalised elsewhere)
+                _current_operation.set(None)
+            self._cv_token = None
+
+    def _resolve_cancel_reason(self) -> tuple[CancellationReason, str | None]:
+        """Why a native cancel exception ended the block (0.1 order, PARENT where knowable)."""
+        if self._source_reason is not None:
+            return self._source_reason
+        if self._hook_reason is not None:
+            return self._hook_reason
+        tok = self._token_obj
+        if tok is not None and tok.is_cancelled:
+            return tok.reason or CancellationReason.MANUAL, tok.message
+        scope = self._scope
+        if scope is not None and scope.cancel_called:
+            if self._deadline_passed(scope):
+                return CancellationReason.TIMEOUT, "Operation timed out"
+            for source in self._sources:
+                if getattr(source, "triggered", False):
+                    return source.reason, None
+            return CancellationReason.MANUAL, None
+        parent = self.parent
+        if parent is not None and parent._scope is not None and parent._scope.cancel_called:
+            return (
+                CancellationReason.PARENT,
+                f"Parent operation {parent.operation_id[:8]} cancelled",
+            )
+        return CancellationReason.MANUAL, None
+
+    def _deadline_passed(self, scope: Any) -> bool:
+        reached = getattr(scope, "deadline_reached", None)
+        if reached is not None:
+            return bool(reached)
+        deadline = scope.deadline
+        return deadline != math.inf and self._backend.current_time() >= deadline
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        scope = self._scope
+        backend = self._backend
+        scope_error: BaseException | None = None
+        try:
+            scope.__exit__(exc_type, exc, tb)
+        except BaseException as err:  # an out-of-order exit or an ExceptionGroup rest
+            scope_error = err
+        try:
+            with backend.create_cancel_scope(shield=True):
+                await self._finish(exc, backend)
+        finally:
+            self._cleanup_sync()
+        if scope_error is not None and scope_error is not exc:
+            raise scope_error
+        return False
+
+    async def _finish(self, exc: BaseException | None, backend: Any) -> None:
+        try:
+            if exc is None:
+                self._set_status(_COMPLETED)
+                if self._source_error is not None and self._error_callbacks:
+                    await self._run_error_callbacks(self._source_error)
+                if self._complete_callbacks:
+                    ctx = self.context
+                    for cb in list(self._complete_callbacks):
+                        await _call(cb, ctx)
+            elif isinstance(exc, CancellationError):
+                self._set_cancel(exc.reason, exc.message)
+                self._set_status(_CANCELLED)
+                await self._run_cancel_callbacks()
+            elif _is_cancel_exc(exc, backend.get_cancelled_exc_class()):
+                reason, message = self._resolve_cancel_reason()
+                self._set_cancel(reason, message)
+                self._set_status(_CANCELLED)
+                await self._run_cancel_callbacks()
+            else:
+                self._set_error(str(exc))
+                self._set_status(_FAILED)
+                if isinstance(exc, Exception):
+                    await self._run_error_callbacks(exc)
+        finally:
+            for source in reversed(self._sources):
+                try:
+                    await source.stop_monitoring()
+                except Exception:
+                    logger.exception("hother.cancelable: stopping a source failed")
+            for shield_scope in self._shields:
+                shield_scope.cancel()
+            self._shields.clear()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "operation finished",
+                extra={"operation_id": self.operation_id, "status": self.status.value},
+            )
+
+    async def _run_cancel_callbacks(self) -> None:
+        if self._cancel_callbacks:
+            ctx = self.context
+            for cb in list(self._cancel_callbacks):
+                await _call(cb, ctx)
+
+    async def _run_error_callbacks(self, error: BaseException) -> None:
+        if self._error_callbacks:
+            ctx = self.context
+            for cb in list(self._error_callbacks):
+                await _call(cb, ctx, error)
+
+    # ------------------------------------------------------------------ cancellation
+    def _cancel_children(self) -> None:
+        msg = f"Parent operation {self.operation_id[:8]} cancelled"
+        for child in list(self._children):
+            if not child.is_cancelled:
+                child.cancel_sync(CancellationReason.PARENT, msg, propagate_to_children=True)
+
+    async def cancel(
+        self,
+        reason: CancellationReason = CancellationReason.MANUAL,
+        message: str | None = None,
+        propagate_to_children: bool = True,
+    ) -> None:
+        """Cancel the operation (and, by default, its children) with ``reason``.
+
+        The state change and the propagation to the running scope and to children happen
+        synchronously, before any await; async token callbacks are then awaited, shielded.
+        Safe to call from inside the operation's own block.
+        """
+        if not isinstance(reason, CancellationReason):
+            raise TypeError(f"reason must be a CancellationReason, not {type(reason).__name__}")
+        _check_str(message, "message")
+        await self._token.cancel(reason, message)
+        if propagate_to_children:
+            self._cancel_children()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "operation cancel requested",
+                extra={"operation_id": self.operation_id, "reason": reason.value},
+            )
+
+    def cancel_sync(
+        self,
+        reason: CancellationReason = CancellationReason.MANUAL,
+        message: str | None = None,
+        propagate_to_children: bool = True,
+    ) -> bool:
+        """Thread-safe :meth:`cancel`: callable from any thread or from sync code.
+
+        Returns ``True`` if this call cancelled the operation's token (first call wins).
+        """
+        if not isinstance(reason, CancellationReason):
+            raise TypeError(f"reason must be a CancellationReason, not {type(reason).__name__}")
+        _check_str(message, "message")
+        won = self._token.cancel_sync(reason, message)
+        if propagate_to_children:
+            self._cancel_children()
+        return bool(won)
+
+    # ------------------------------------------------------------------ helpers
+    async def stream(
+        self,
+        async_iter: AsyncIterator[T],
+        report_interval: int | None = None,
+        buffer_partial: bool = True,
+    ) -> AsyncIterator[T]:
+        """Yield the items of ``async_iter``, checking for cancellation before each one.
+
+        Progress is reported every ``report_interval`` items; the items seen so far are
+        kept in ``context.partial_result`` (last 1000 when ``buffer_partial``).
+        """
+        if not hasattr(async_iter, "__aiter__") and not hasattr(async_iter, "__anext__"):
+            raise TypeError(
+                f"async_iter must be an async iterable, not {type(async_iter).__name__}"
+            )
+        if report_interval is not None and (
+            isinstance(report_interval, bool)
+            or not isinstance(report_interval, int)
+            or report_interval <= 0
+        ):
+            raise ValueError(f"report_interval must be a positive int or None, got {report_interval!r}")
+        count = 0
+        buffer: list[T] | None = [] if buffer_partial else None
+        iterator = async_iter.__aiter__() if hasattr(async_iter, "__aiter__") else async_iter
+        try:
+            async for item in iterator:
+                if self._token_obj is not None and self._token_obj.is_cancelled:
+                    await self._token_obj.check_async()
+                yield item
+                count += 1
+                if buffer is not None:
+                    buffer.append(item)
+                    if len(buffer) > 1000:
+                        del buffer[0]
+                if report_interval and count % report_interval == 0:
+                    await self.report_progress(
+                        f"Processed {count} items", {"count": count, "latest_item": item}
+                    )
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            cancel_cls = (self._backend or _backend()).get_cancelled_exc_class()
+            if isinstance(exc, cancel_cls):
+                self._set_partial_result({"count": count, "buffer": buffer})
+            elif isinstance(exc, Exception):
+                self._set_partial_result({"count": count, "buffer": buffer, "completed": False})
+            raise
+        else:
+            if buffer_partial or count > 0:
+                self._set_partial_result({"count": count, "buffer": buffer, "completed": True})
+
+    def wrap(self, func: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        """An async wrapper that runs ``func`` inside this operation.
+
+        The operation is single use, so the wrapper can be called once; a function with a
+        ``cancellable`` parameter receives the instance (unless the caller passed one).
+        """
+        _check_callable(func, "func")
+        try:
+            has_param = "cancellable" in inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            has_param = False
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            if has_param and "cancellable" not in kwargs:
+                kwargs["cancellable"] = self
+            async with self:
+                return await func(*args, **kwargs)
+
+        return wrapper
+
+    @asynccontextmanager
+    async def shield(self) -> AsyncIterator[Cancellable]:
+        """Run the block protected from every outer cancellation.
+
+        Yields a never-entered handle operation (status SHIELDED). After the block completes,
+        one checkpoint delivers a cancellation that became pending meanwhile.
+        """
+        handle = Cancellable(
+            name=f"{self._name}_shielded", metadata={"shielded": True}
+        )
+        handle._parent_id = self.operation_id
+        handle._set_status(_SHIELDED)
+        backend = self._backend or _backend()
+        scope = backend.create_cancel_scope(shield=True)
+        self._shields.append(scope)
+        try:
+            with scope:
+                yield handle
+        finally:
+            if scope in self._shields:
+                self._shields.remove(scope)
+        await backend.sleep(0)
+
+    async def run_in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``func(*args, **kwargs)`` in a worker thread with this operation current.
+
+        Works on asyncio and trio. The context variables of the caller are visible in the
+        thread and do not leak into the pooled worker afterwards. A cancellation of the
+        awaiting task does not stop the thread.
+        """
+        _check_callable(func, "func")
+        ctx = contextvars.copy_context()
+        ctx.run(_current_operation.set, self)
+        backend = self._backend or _backend()
+        return await backend.run_sync_in_thread(ctx.run, func, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def __del__(self) -> None:
+        parent_ref = getattr(self, "_parent_ref", None)
+        if parent_ref is not None:
+            parent = parent_ref()
+            if parent is not None:
+                parent._children.discard(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Cancellable(id={self.operation_id[:8]}, name={self._name!r}, "
+            f"status={self.status.value})"
+        )
