@@ -1,24 +1,50 @@
 # hother-cancelable: every target creates or reuses .venv and installs what it needs.
+#
+#   make build      build the extension in place (serialised with flock)
+#   make ctest      build and run the C unit tests of csrc/ (closing line "N passed, N failed")
+#   make pytest     build, then run the Python tests
+#   make test       ctest + build + pytest
+#   make sanitize   C tests under ASan+UBSan, TSan and valgrind; pytest on an ASan+UBSan build
+#                   (SANITIZE_PARTS="asan tsan valgrind python" selects parts)
+#   make lint       ruff check/format --check, mypy --strict, clang-format, cppcheck
+#   make format     apply clang-format (FORMAT_C files) and ruff format
+#   make demo / clean / venv
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CC ?= gcc
-CFLAGS_CORE := -std=c11 -Wall -Wextra -Werror -g -pthread -Icsrc
-CSRC := $(wildcard csrc/*.c)
-CTESTS := $(wildcard csrc/tests/*.c)
-EXT_SRC := $(wildcard src/hother/cancelable/_ext/*.c src/hother/cancelable/_ext/*.h) $(CSRC) $(wildcard csrc/*.h) setup.py
+ifeq ($(origin CC),default)
+CC := gcc
+endif
 
-.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format
+CSRC := $(wildcard csrc/*.c)
+CHDR := $(wildcard csrc/*.h)
+CTESTS := $(wildcard csrc/tests/*.c)
+CTEST_HDR := $(wildcard csrc/tests/*.h)
+EXT_DIR := src/hother/cancelable/_ext
+PY_DIRS := $(wildcard src tests bench examples scripts)
+FORMAT_C ?= $(wildcard csrc/*.c csrc/*.h csrc/tests/*.c csrc/tests/*.h $(EXT_DIR)/*.c $(EXT_DIR)/*.h)
+
+# C unit tests: the core is compiled with the allocation failpoints of csrc/cc_alloc.h.
+CTEST_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-g -pthread -DCC_ALLOC_FAILPOINTS -Icsrc
+CTEST_LIBS := -lm
+CTEST_DEPS := $(CSRC) $(CHDR) $(CTESTS) $(CTEST_HDR) Makefile
+SANITIZE_PARTS ?= asan tsan valgrind python
+CTEST_BIN := build/ctest/run_tests
+ASAN_BIN := build/ctest-asan/run_tests
+TSAN_BIN := build/ctest-tsan/run_tests
+
+.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c
 
 all: build
 
-$(STAMP): pyproject.toml
-	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip setuptools wheel
-	$(VPY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+$(STAMP): pyproject.toml scripts/ensure-venv.sh scripts/check_venv.py
+	scripts/ensure-venv.sh $(PY) $(VENV) $(STAMP)
 
 venv: $(STAMP)
 
@@ -26,18 +52,43 @@ venv: $(STAMP)
 build: $(STAMP)
 	flock .build.lock $(VPY) setup.py -q build_ext --inplace
 
-build/ctest/run_tests: $(CSRC) $(CTESTS) $(wildcard csrc/*.h csrc/tests/*.h)
-	mkdir -p build/ctest
-	$(CC) $(CFLAGS_CORE) -O1 -o $@ $(CSRC) $(CTESTS)
+tools-c:
+	@scripts/need-tool.sh $(CC) gcc
 
-ctest: build/ctest/run_tests
-	./build/ctest/run_tests
+$(CTEST_BIN): $(CTEST_DEPS) | tools-c
+	@mkdir -p $(@D)
+	$(CC) $(CTEST_CFLAGS) -O1 -o $@ $(CSRC) $(CTESTS) $(CTEST_LIBS)
+
+$(ASAN_BIN): $(CTEST_DEPS) | tools-c
+	@mkdir -p $(@D)
+	$(CC) $(CTEST_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+		-fno-sanitize-recover=all -o $@ $(CSRC) $(CTESTS) $(CTEST_LIBS)
+
+$(TSAN_BIN): $(CTEST_DEPS) | tools-c
+	@mkdir -p $(@D)
+	$(CC) $(CTEST_CFLAGS) -O1 -fsanitize=thread -o $@ $(CSRC) $(CTESTS) $(CTEST_LIBS)
+
+ctest: $(CTEST_BIN)
+	./$(CTEST_BIN)
 
 pytest: build
 	$(VPY) -m pytest -q
 
 test: ctest build
 	$(VPY) -m pytest -q
+
+# The venv is only needed for the python part (a C-only run works without it).
+sanitize: $(if $(filter python,$(SANITIZE_PARTS)),$(STAMP)) $(CTEST_BIN) $(ASAN_BIN) $(TSAN_BIN)
+	$(if $(filter valgrind,$(SANITIZE_PARTS)),@scripts/need-tool.sh valgrind valgrind)
+	SANITIZE_PARTS="$(SANITIZE_PARTS)" VPY=$(VPY) CC=$(CC) CTEST_DIR=build scripts/sanitize.sh
+
+lint: $(STAMP)
+	VPY=$(VPY) scripts/lint.sh
+
+format: $(STAMP)
+	@scripts/need-tool.sh clang-format clang-format
+	$(if $(FORMAT_C),clang-format -i $(FORMAT_C))
+	$(VENV)/bin/ruff format $(PY_DIRS)
 
 demo: build
 	$(VPY) examples/showcase.py

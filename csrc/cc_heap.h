@@ -31,7 +31,9 @@ void cc_heap_free(cc_heap *h);
 /* Initialise a node that is not in any heap. */
 void cc_heap_node_init(cc_heap_node *n);
 /* Insert n (which must not be in a heap) with the given deadline.
- * Returns 0 on success, -1 on allocation failure (heap unchanged). */
+ * Returns 0 on success, -1 on allocation failure (heap unchanged).
+ * If n is already in h this acts as cc_heap_update(); if n is in another heap
+ * it returns -1 and changes nothing. Deadlines order with '<', NaN last. */
 int cc_heap_push(cc_heap *h, cc_heap_node *n, double deadline);
 /* Remove n if it is in h; a no-op otherwise. */
 void cc_heap_remove(cc_heap *h, cc_heap_node *n);

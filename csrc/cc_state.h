@@ -29,6 +29,8 @@ int cc_state_try_begin(cc_state *s);
 void cc_state_finish(cc_state *s, int reason);
 /* Mark a state as cancelled at construction (no race possible). */
 void cc_state_set_cancelled(cc_state *s, int reason, double when);
+/* The current phase (CC_ACTIVE, CC_CANCELLING or CC_CANCELLED), acquire load. */
+int cc_state_phase(const cc_state *s);
 int cc_state_is_cancelled(const cc_state *s); /* phase == CANCELLED */
 int cc_state_is_requested(const cc_state *s); /* phase != ACTIVE */
 /* Wall-clock now in seconds since the epoch. */

@@ -13,6 +13,10 @@
 #include <pthread.h>
 #include <stddef.h>
 
+/* Marker stored in cc_table_entry.key for a deleted slot (never dereferenced). */
+extern char cc_table_tombstone_marker;
+#define CC_TABLE_TOMBSTONE (&cc_table_tombstone_marker)
+
 typedef struct cc_table_entry {
     char *key; /* NULL: empty; CC_TABLE_TOMBSTONE: deleted */
     size_t hash;
@@ -29,7 +33,8 @@ typedef struct cc_table {
 
 /* 0 on success, -1 on failure. */
 int cc_table_init(cc_table *t);
-/* Frees keys and storage (values are not touched: drain them first). */
+/* Frees keys and storage and destroys the mutex (values are not touched: drain them
+ * first). The table may be initialised again afterwards. */
 void cc_table_destroy(cc_table *t);
 /* Insert or replace. If a previous value existed it is stored in *old (else *old = NULL).
  * Returns 0 on success, -1 on allocation failure (table unchanged). */
@@ -42,7 +47,13 @@ size_t cc_table_len(cc_table *t);
 /* Copy up to max values into out (in unspecified order); returns how many were copied.
  * Call with max = cc_table_len() under no concurrent writers, or loop until it fits. */
 size_t cc_table_values(cc_table *t, void **out, size_t max);
-/* Remove every entry, calling fn(value, arg) for each removed value (under the lock). */
+/* Remove every entry, calling fn(value, arg) for each removed value (fn may be NULL).
+ * The table is emptied atomically under the lock; fn runs after the lock is released,
+ * so it may use the table (e.g. a Py_DECREF whose finaliser touches the registry). */
 void cc_table_clear(cc_table *t, void (*fn)(void *value, void *arg), void *arg);
+/* Call fn(value, arg) for every live value, under the lock (fn must not use the table).
+ * Stops at the first non-zero return of fn and returns it; 0 when every call returned 0.
+ * Shaped for tp_traverse: fn may be a visitproc wrapper. */
+int cc_table_foreach(cc_table *t, int (*fn)(void *value, void *arg), void *arg);
 
 #endif

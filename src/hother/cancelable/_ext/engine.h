@@ -67,4 +67,36 @@ int engine_executor_is_here(PyObject *executor);
  * engine_report_error and 0 is returned; -1 only on a hard failure (MemoryError). */
 int engine_dispatch(PyObject *executor, PyObject *fn, PyObject *arg);
 
+/* token.c (h2) -----------------------------------------------------------
+ * C-level access to _engine.TokenCore for the other files of the binding
+ * (no Python attribute lookups). tok must be a TokenCore (or subclass) instance. */
+extern PyTypeObject TokenCore_Type;
+/* Non-zero once the token is cancelled (any thread may have cancelled it). */
+int token_is_cancelled(PyObject *tok);
+/* Register fn(token) to run on executor when the token is cancelled (executor NULL:
+ * capture the caller's). New reference to the int handle (> 0), or to 0 when the token
+ * was already cancelled (fn was dispatched at once); NULL with an exception on error. */
+PyObject *token_add_hook_c(PyObject *tok, PyObject *fn, PyObject *executor);
+/* 1 if the hook was registered and is now removed, 0 otherwise. Never raises. */
+int token_remove_hook_c(PyObject *tok, Py_ssize_t handle);
+/* end token.c (h2) ------------------------------------------------------- */
+
+/* scope.c C API -------------------------------------------------------------
+ * For cancellable.c: the asyncio CancelScope without Python-level calls. */
+/* A new, not yet entered scope (new reference). */
+PyObject *scope_create(int shield);
+/* Enter `scope` in `task` on `loop`; timeout (relative seconds, INFINITY: none) sets the
+ * deadline from loop.time(). 0 or -1 with an exception. */
+int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeout);
+/* Exit: 1 when the scope swallowed its own cancellation, 0 to propagate, -1 on error
+ * (out-of-order exit, or an exception to raise instead, e.g. an ExceptionGroup's rest). */
+int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc);
+/* Thread-safe cancel (as CancelScope.cancel()). */
+int scope_cancel_c(PyObject *scope);
+int scope_check(PyObject *obj);
+void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached);
+
+/* cancellable.c */
+int engine_cancellable_init(PyObject *m);
+
 #endif

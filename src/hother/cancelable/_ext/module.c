@@ -142,7 +142,7 @@ PyMODINIT_FUNC PyInit__engine(void)
     Py_DECREF(events);
     asyncio = events = NULL;
     if (engine_scope_init(m) < 0 || engine_token_init(m) < 0 || engine_executor_init(m) < 0 ||
-        engine_registry_init(m) < 0) {
+        engine_registry_init(m) < 0 || engine_cancellable_init(m) < 0) {
         goto error;
     }
     return m;

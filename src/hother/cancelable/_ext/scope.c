@@ -728,7 +728,7 @@ static void Scope_dealloc(Scope *s)
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
-static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task)
+static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now)
 {
     LoopEngine *e = get_engine(loop);
     if (e == NULL) {
@@ -771,8 +771,7 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task)
     s->state = 1;
     e->active_scopes++;
     if (!s->cancel_called && s->deadline != INFINITY) {
-        double now;
-        if (loop_time(loop, &now) < 0) {
+        if (isnan(now) && loop_time(loop, &now) < 0) {
             return -1;
         }
         if (s->deadline <= now) {
@@ -821,7 +820,7 @@ static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
         PyErr_SetString(PyExc_RuntimeError, "CancelScope must be entered inside an asyncio task");
         return NULL;
     }
-    int rc = scope_enter_impl(s, loop, task);
+    int rc = scope_enter_impl(s, loop, task, NAN);
     Py_DECREF(task);
     Py_DECREF(loop);
     if (rc < 0) {
@@ -1020,7 +1019,7 @@ static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"reason", NULL};
     PyObject *reason = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:cancel", kwlist, &reason)) {
+    if (args != NULL && !PyArg_ParseTupleAndKeywords(args, kwds, "|O:cancel", kwlist, &reason)) {
         return NULL;
     }
     if (reason != Py_None && !PyUnicode_Check(reason)) {
@@ -1257,6 +1256,101 @@ static PyTypeObject Scope_Type = {
     .tp_repr = (reprfunc)Scope_repr,
     .tp_weaklistoffset = offsetof(Scope, weakreflist),
 };
+
+/* ------------------------------------------------------------------------- */
+/* C API for the other files of the binding (declared in engine.h)           */
+
+PyObject *scope_create(int shield)
+{
+    Scope *s = PyObject_GC_New(Scope, &Scope_Type);
+    if (s == NULL) {
+        return NULL;
+    }
+    cc_heap_node_init(&s->node);
+    s->deadline = INFINITY;
+    s->engine = NULL;
+    s->host = NULL;
+    s->parent = NULL;
+    s->first_child = s->next_sib = s->prev_sib = NULL;
+    s->members = NULL;
+    s->reason = NULL;
+    s->cancel_count = 0;
+    s->cancelling_at_enter = 0;
+    s->state = 0;
+    s->shield = (unsigned char)(shield != 0);
+    s->cancel_called = 0;
+    s->cancelled_caught = 0;
+    s->deadline_reached = 0;
+    s->host_inside = 0;
+    s->weakreflist = NULL;
+    G.live_scopes++;
+    PyObject_GC_Track(s);
+    return (PyObject *)s;
+}
+
+int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeout)
+{
+    Scope *s = (Scope *)scope;
+    if (s->state != 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Each CancelScope may only be used for a single 'with' block");
+        return -1;
+    }
+    double now = NAN;
+    if (timeout != INFINITY) {
+        if (loop_time(loop, &now) < 0) {
+            return -1;
+        }
+        s->deadline = now + timeout;
+    }
+    return scope_enter_impl(s, loop, task, now);
+}
+
+int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
+{
+    Scope *s = (Scope *)scope;
+    if (s->state != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "This cancel scope is not active");
+        return -1;
+    }
+    if (task != s->host) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Attempted to exit cancel scope in a different task than it was entered in");
+        return -1;
+    }
+    if (innermost_of(s->host) != s) {
+        PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
+                                            "current task's current cancel scope");
+        return -1;
+    }
+    int rc = scope_exit_impl(s, loop, exc);
+    Py_CLEAR(s->host);
+    Py_CLEAR(s->engine);
+    Py_CLEAR(s->members);
+    return rc;
+}
+
+int scope_cancel_c(PyObject *scope)
+{
+    PyObject *r = Scope_cancel((Scope *)scope, NULL, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+int scope_check(PyObject *obj)
+{
+    return PyObject_TypeCheck(obj, &Scope_Type);
+}
+
+void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached)
+{
+    Scope *s = (Scope *)scope;
+    *cancel_called = s->cancel_called;
+    *deadline_reached = s->deadline_reached;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Module functions                                                           */

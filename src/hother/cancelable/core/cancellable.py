@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .. import _engine
 from .exceptions import CancellationError
 from .models import CancellationReason, OperationContext, OperationStatus
 from .token import CancellationToken, LinkedCancellationToken
@@ -45,9 +46,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-_current_operation: contextvars.ContextVar[Cancellable | None] = contextvars.ContextVar(
-    "current_operation", default=None
-)
+_current_operation: contextvars.ContextVar[Cancellable | None] = _engine.current_operation_var
 
 # Status values as plain constants (enum attribute lookups are not free on the hot path).
 _PENDING = OperationStatus.PENDING
@@ -66,6 +65,9 @@ def current_operation() -> Cancellable | None:
     threads except through :meth:`Cancellable.run_in_thread`.
     """
     return _current_operation.get()
+
+
+current_operation = _engine.current_operation  # noqa: F811  (the same function, in C)
 
 
 class LinkState:
@@ -120,7 +122,7 @@ def _timeout_seconds(timeout: float | timedelta) -> float:
     return validate_timeout(timeout)
 
 
-class Cancellable:
+class Cancellable(_engine.CancellableCore):
     """An async context manager that runs a block as a cancellable *operation*.
 
     Args:
@@ -137,90 +139,12 @@ class Cancellable:
     (``asyncio.CancelledError`` / ``trio.Cancelled``), which the caller catches.
     """
 
-    _sources: list[Any]
-
-    def __init__(
-        self,
-        operation_id: str | None = None,
-        name: str | None = None,
-        parent: Cancellable | None = None,
-        metadata: dict[str, Any] | None = None,
-        register_globally: bool = False,
-    ) -> None:
-        _check_str(operation_id, "operation_id")
-        _check_str(name, "name")
-        if parent is not None and not isinstance(parent, Cancellable):
-            raise TypeError(f"parent must be a Cancellable or None, not {type(parent).__name__}")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise TypeError(f"metadata must be a dict or None, not {type(metadata).__name__}")
-        if not isinstance(register_globally, bool):
-            raise TypeError(
-                f"register_globally must be a bool, not {type(register_globally).__name__}"
-            )
-        self._id = operation_id
-        self._name = name
-        self._metadata = metadata if metadata is not None else {}
-        self._ctx: OperationContext | None = None
-        self._status = _PENDING
-        self._start_time: datetime | None = None
-        self._end_time: datetime | None = None
-        self._cancel_reason: CancellationReason | None = None
-        self._cancel_message: str | None = None
-        self._error: str | None = None
-        self._partial_result: Any = None
-        self._register_globally = register_globally
-        self._token_obj: LinkedCancellationToken | None = None
-        self._external_tokens: list[CancellationToken] = []
-        self._cancellables_to_link: list[Cancellable] = []
-        self._sources = []
-        self._shields: list[Any] = []
-        self._scope: Any = None
-        self._backend: Any = None
-        self._entered = False
-        self._hook: int = 0
-        self._linked_to: list[CancellationToken] = []
-        self._cv_token: contextvars.Token[Cancellable | None] | None = None
-        self._registered = False
-        self._source_reason: tuple[CancellationReason, str | None] | None = None
-        self._hook_reason: tuple[CancellationReason, str | None] | None = None
-        self._source_error: BaseException | None = None
-        self._progress_callbacks: list[Callable[..., Any]] = []
-        self._start_callbacks: list[Callable[..., Any]] = []
-        self._complete_callbacks: list[Callable[..., Any]] = []
-        self._cancel_callbacks: list[Callable[..., Any]] = []
-        self._error_callbacks: list[Callable[..., Any]] = []
-        self._children: weakref.WeakSet[Cancellable] = weakref.WeakSet()
-        self._parent_ref: weakref.ref[Cancellable] | None = None
-        self._parent_id: str | None = None
-        if parent is not None:
-            self._parent_ref = weakref.ref(parent)
-            self._parent_id = parent.operation_id
-            parent._children.add(self)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("operation created", extra={"operation_name": name})
+    # Construction, state fields, with_timeout(), __aenter__/__aexit__ (fast path) and the
+    # lazy `_token` live in the C base `_engine.CancellableCore`; see _ext/cancellable.c.
+    # Signature: Cancellable(operation_id=None, name=None, parent=None, metadata=None,
+    #                        register_globally=False)
 
     # ------------------------------------------------------------------ factories
-    @classmethod
-    def with_timeout(
-        cls,
-        timeout: float | timedelta,
-        operation_id: str | None = None,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> Cancellable:
-        """An operation cancelled ``timeout`` seconds after it is entered (reason TIMEOUT).
-
-        ``timeout`` is a positive number of seconds or a ``timedelta``; NaN, zero or negative
-        values raise ``ValueError``.
-        """
-        from ..sources.timeout import TimeoutSource
-
-        source = TimeoutSource(timeout)
-        seconds = source.timeout
-        inst = cls(operation_id=operation_id, name=name or f"timeout_{seconds}s", **kwargs)
-        inst._sources.append(source)
-        return inst
-
     @classmethod
     def with_token(
         cls,
@@ -316,11 +240,12 @@ class Cancellable:
         """The operation id (a uuid4 string unless one was given)."""
         if self._ctx is not None:
             return self._ctx.id
-        if self._id is None:
+        op_id = self._id
+        if op_id is None:
             import uuid
 
-            self._id = str(uuid.uuid4())
-        return self._id
+            op_id = self._id = str(uuid.uuid4())
+        return op_id  # type: ignore[no-any-return]
 
     @property
     def context(self) -> OperationContext:
@@ -343,14 +268,6 @@ class Cancellable:
             ctx.partial_result = self._partial_result
             self._ctx = ctx
         return ctx
-
-    @property
-    def _token(self) -> LinkedCancellationToken:
-        """The operation's own token (0.1 name)."""
-        tok = self._token_obj
-        if tok is None:
-            tok = self._token_obj = LinkedCancellationToken()
-        return tok
 
     @property
     def token(self) -> LinkedCancellationToken:
@@ -514,13 +431,8 @@ class Cancellable:
         self._linked_to.clear()
 
     # ------------------------------------------------------------------ enter / exit
-    async def __aenter__(self) -> Cancellable:
-        if self._entered:
-            raise RuntimeError(
-                "this Cancellable was already entered: a Cancellable runs one block only; "
-                "create a new one for each operation"
-            )
-        self._entered = True
+    async def _aenter_slow(self) -> Cancellable:
+        """Enter on any backend (the C ``__aenter__`` calls this off its fast path)."""
         backend = self._backend = _backend()
         scope = self._scope = backend.create_cancel_scope()
         started: list[Any] = []
@@ -620,12 +532,13 @@ class Cancellable:
         deadline = scope.deadline
         return deadline != math.inf and self._backend.current_time() >= deadline
 
-    async def __aexit__(
+    async def _aexit_slow(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        """Exit on any backend (the C ``__aexit__`` calls this off its fast path)."""
         scope = self._scope
         backend = self._backend
         scope_error: BaseException | None = None
@@ -676,10 +589,17 @@ class Cancellable:
                 shield_scope.cancel()
             self._shields.clear()
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "operation finished",
-                extra={"operation_id": self.operation_id, "status": self.status.value},
-            )
+            self._log_finished()
+
+    def _log_finished(self) -> None:
+        logger.debug(
+            "operation finished",
+            extra={
+                "operation_id": self.operation_id,
+                "status": self.status.value,
+                "cancel_reason": self._cancel_reason.value if self._cancel_reason else None,
+            },
+        )
 
     async def _run_cancel_callbacks(self) -> None:
         if self._cancel_callbacks:
@@ -822,9 +742,7 @@ class Cancellable:
         Yields a never-entered handle operation (status SHIELDED). After the block completes,
         one checkpoint delivers a cancellation that became pending meanwhile.
         """
-        handle = Cancellable(
-            name=f"{self._name}_shielded", metadata={"shielded": True}
-        )
+        handle = Cancellable(name=f"{self._name}_shielded", metadata={"shielded": True})
         handle._parent_id = self.operation_id
         handle._set_status(_SHIELDED)
         backend = self._backend or _backend()
@@ -863,3 +781,47 @@ class Cancellable:
             f"Cancellable(id={self.operation_id[:8]}, name={self._name!r}, "
             f"status={self.status.value})"
         )
+
+
+def _asyncio_backend() -> Any:
+    from ..backends import get_backend
+
+    return get_backend("asyncio")
+
+
+def _hand_over_to_engine() -> None:
+    import threading
+    import weakref as _weakref
+
+    import sniffio
+
+    from ..backends import detection
+    from ..sources.timeout import TimeoutSource, validate_timeout
+
+    _engine._set_classes(
+        {
+            "pending": _PENDING,
+            "running": _RUNNING,
+            "completed": _COMPLETED,
+            "cancelled": _CANCELLED,
+            "failed": _FAILED,
+            "reason_timeout": CancellationReason.TIMEOUT,
+            "reason_manual": CancellationReason.MANUAL,
+            "LinkedCancellationToken": LinkedCancellationToken,
+            "TimeoutSource": TimeoutSource,
+            "CancellationError": CancellationError,
+            "WeakSet": _weakref.WeakSet,
+            "validate_timeout": validate_timeout,
+            "asyncio_backend": _asyncio_backend,
+            "datetime_fromtimestamp": datetime.fromtimestamp,
+            "utc": UTC,
+            "debug_enabled": logger.isEnabledFor,
+            "backend_override": detection._override,
+            "sniffio_local": sniffio.thread_local,
+            "sniffio_cvar": sniffio.current_async_library_cvar,
+        }
+    )
+    del threading
+
+
+_hand_over_to_engine()

@@ -1,0 +1,52 @@
+/* cc_alloc: allocation wrappers of the C core (private to csrc/).
+ *
+ * In normal builds these are plain malloc/calloc/realloc. The C unit tests
+ * compile the core with -DCC_ALLOC_FAILPOINTS to inject allocation failures:
+ * set cc_alloc_failpoint to N >= 0 and the allocation after N successful ones
+ * fails (once; the failpoint then disarms itself back to -1).
+ */
+#ifndef CC_ALLOC_H
+#define CC_ALLOC_H
+
+#include <stddef.h>
+#include <stdlib.h>
+
+#ifdef CC_ALLOC_FAILPOINTS
+#include <stdatomic.h>
+
+/* Defined by the test harness; -1 means disarmed. */
+extern _Atomic long cc_alloc_failpoint;
+
+static inline int cc_alloc_should_fail(void)
+{
+    if (atomic_load_explicit(&cc_alloc_failpoint, memory_order_relaxed) < 0)
+        return 0;
+    if (atomic_fetch_sub_explicit(&cc_alloc_failpoint, 1, memory_order_relaxed) == 0) {
+        atomic_store_explicit(&cc_alloc_failpoint, -1, memory_order_relaxed);
+        return 1;
+    }
+    return 0;
+}
+#else
+static inline int cc_alloc_should_fail(void)
+{
+    return 0;
+}
+#endif
+
+static inline void *cc_malloc(size_t n)
+{
+    return cc_alloc_should_fail() ? NULL : malloc(n);
+}
+
+static inline void *cc_calloc(size_t count, size_t size)
+{
+    return cc_alloc_should_fail() ? NULL : calloc(count, size);
+}
+
+static inline void *cc_realloc(void *p, size_t n)
+{
+    return cc_alloc_should_fail() ? NULL : realloc(p, n);
+}
+
+#endif
