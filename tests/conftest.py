@@ -19,8 +19,7 @@ try:  # the entry point normally registers it already
     import importlib.metadata as _md
 
     _registered = any(
-        ep.value == "hother.cancelable.pytest_plugin"
-        for ep in _md.entry_points(group="pytest11")
+        ep.value == "hother.cancelable.pytest_plugin" for ep in _md.entry_points(group="pytest11")
     )
 except Exception:  # pragma: no cover
     _registered = False

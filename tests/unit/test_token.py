@@ -19,6 +19,7 @@ from hother.cancelable.core.exceptions import CancellationError, ManualCancellat
 from hother.cancelable.core.models import CancellationReason
 from hother.cancelable.core.token import CancellationToken, LinkedCancellationToken
 
+
 # --------------------------------------------------------------------------- fresh state
 def test_fresh_token_state() -> None:
     token = CancellationToken()

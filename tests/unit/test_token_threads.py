@@ -41,6 +41,18 @@ def _engine_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+def _cancel_when_set(token: CancellationToken, go: threading.Event, out: list[bool]) -> None:
+    assert go.wait(WAIT)
+    out.append(token.cancel_sync(CancellationReason.SIGNAL))
+
+
+def _race(
+    token: CancellationToken, barrier: threading.Barrier, out: list[bool], message: str
+) -> None:
+    barrier.wait(WAIT)
+    out.append(token.cancel_sync(CancellationReason.MANUAL, message))  # list.append is atomic
+
+
 # --------------------------------------------------------------------------- from a thread
 async def test_cancel_sync_from_plain_thread_wakes_waiter(plain_thread: _Runner) -> None:
     token = CancellationToken()
@@ -99,7 +111,8 @@ async def test_cancel_sync_from_thread_runs_each_async_callback_once(
         # callbacks run in order on this loop: b's error was reported before c ran
     assert sorted(calls) == [("a", True), ("b", True), ("c", True)]
     errors = _engine_errors(caplog)
-    assert len(errors) == 1 and "b failed" in str(errors[0].exc_info[1] if errors[0].exc_info else "")
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None and "b failed" in str(errors[0].exc_info[1])
 
 
 async def test_sync_and_async_cancel_racing_run_callbacks_exactly_once(
@@ -117,12 +130,7 @@ async def test_sync_and_async_cancel_racing_run_callbacks_exactly_once(
         token.register_callback_sync(callback)
         go = threading.Event()
         thread_result: list[bool] = []
-
-        def racer(tok: CancellationToken = token, ev: threading.Event = go) -> None:
-            assert ev.wait(WAIT)
-            thread_result.append(tok.cancel_sync(CancellationReason.SIGNAL))
-
-        thread = plain_thread.start(racer)
+        thread = plain_thread.start(_cancel_when_set, token, go, thread_result)
         go.set()
         won_async = await token.cancel(CancellationReason.MANUAL)
         with anyio.fail_after(WAIT):
@@ -142,15 +150,10 @@ def test_ten_racing_threads_exactly_one_wins() -> None:
         token = CancellationToken()
         barrier = threading.Barrier(10)
         results: list[bool] = []
-        lock = threading.Lock()
-
-        def racer(i: int, tok: CancellationToken = token, b: threading.Barrier = barrier) -> None:
-            b.wait(WAIT)
-            won = tok.cancel_sync(CancellationReason.MANUAL, f"thread {i}")
-            with lock:
-                results.append(won)
-
-        threads = [threading.Thread(target=racer, args=(i,)) for i in range(10)]
+        threads = [
+            threading.Thread(target=_race, args=(token, barrier, results, f"thread {i}"))
+            for i in range(10)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -270,7 +273,8 @@ def test_async_callback_triggered_without_loop_is_reported(
         assert token.cancel_sync() is True
     errors = _engine_errors(caplog)
     assert len(errors) == 1
-    assert "no running event loop" in str(errors[0].exc_info[1] if errors[0].exc_info else "")
+    assert errors[0].exc_info is not None
+    assert "no running event loop" in str(errors[0].exc_info[1])
 
 
 # --------------------------------------------------------------------------- signal handler

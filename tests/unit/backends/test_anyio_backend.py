@@ -1,4 +1,4 @@
-"""The anyio backend and :class:`AnyioBridge` (API.md §9.1, defects §14.7–8 fixed)."""
+"""The anyio backend and :class:`AnyioBridge` (API.md §9.1, defects §14.7-8 fixed)."""
 
 from __future__ import annotations
 
@@ -204,7 +204,9 @@ async def test_bridge_failing_callbacks_are_logged(
             await done.wait()
             for _ in range(3):
                 await anyio.sleep(0)
-    text = " ".join(r.getMessage() + str(r.exc_info[1] if r.exc_info else "") for r in caplog.records)
+    text = " ".join(
+        r.getMessage() + str(r.exc_info[1] if r.exc_info else "") for r in caplog.records
+    )
     assert "bridge boom" in text and "bridge async boom" in text and "not callable" in text
     assert ran == [1]
 

@@ -31,12 +31,14 @@ def now() -> float:
 
 async def test_native_objects_no_wrappers(backend: Any) -> None:
     assert isinstance(backend, AsyncioBackend)
-    scope = backend.create_cancel_scope(deadline=5.0, shield=True)
+    scope: Any = backend.create_cancel_scope(deadline=5.0, shield=True)
     assert type(scope) is _engine.CancelScope
     assert isinstance(scope, CancelScope)
     assert (scope.deadline, scope.shield) == (5.0, True)
-    assert type(backend.create_lock()) is asyncio.Lock
-    assert type(backend.create_event()) is asyncio.Event
+    lock: Any = backend.create_lock()
+    event: Any = backend.create_event()
+    assert type(lock) is asyncio.Lock
+    assert type(event) is asyncio.Event
     group = backend.create_task_group()
     assert isinstance(group, AsyncioTaskGroup) and isinstance(group, TaskGroup)
     assert isinstance(backend.create_queue(1), AsyncioQueue)
@@ -255,6 +257,7 @@ def test_call_soon_threadsafe_without_a_known_loop() -> None:
 
 
 async def test_get_backend_in_the_loop_remembers_it(backend: Any) -> None:
+    assert isinstance(backend, AsyncioBackend)
     assert get_backend() is backend
     assert backend.remembered_loop is asyncio.get_running_loop()
     done = asyncio.Event()

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hother.cancelable.pytest_plugin import run_in_mode
 
@@ -212,7 +214,14 @@ S: dict[str, tuple[Op, ...]] = {
             "scope",
             "A",
             {},
-            (("scope", "B", {}, (("cancel", "B"), ("cp_catch", "c1"), ("cancel", "A"), ("cp", "c2"))),),
+            (
+                (
+                    "scope",
+                    "B",
+                    {},
+                    (("cancel", "B"), ("cp_catch", "c1"), ("cancel", "A"), ("cp", "c2")),
+                ),
+            ),
         ),
     ),
     "shield-blocks-outer": (
@@ -251,7 +260,10 @@ S: dict[str, tuple[Op, ...]] = {
             "scope",
             "A",
             {},
-            (("scope", "B", {}, (("set_shield", "B", True), ("cancel", "A"), ("cp", "c1"))), ("cp", "c2")),
+            (
+                ("scope", "B", {}, (("set_shield", "B", True), ("cancel", "A"), ("cp", "c1"))),
+                ("cp", "c2"),
+            ),
         ),
     ),
     "cancel-in-shielded-nested": (
@@ -267,7 +279,12 @@ S: dict[str, tuple[Op, ...]] = {
         ("scope", "A", {}, (("set_deadline", "A", 0.01), ("sleep", "s1", 10.0))),
     ),
     "deadline-removed": (
-        ("scope", "A", {"deadline": 0.01}, (("set_deadline", "A", math.inf), ("sleep", "s1", 0.03))),
+        (
+            "scope",
+            "A",
+            {"deadline": 0.01},
+            (("set_deadline", "A", math.inf), ("sleep", "s1", 0.03)),
+        ),
     ),
     "outer-deadline-while-inner-shielded": (
         (
@@ -278,7 +295,12 @@ S: dict[str, tuple[Op, ...]] = {
         ),
     ),
     "inner-deadline-outer-untouched": (
-        ("scope", "A", {}, (("scope", "B", {"deadline": 0.01}, (("sleep", "s1", 10.0),)), ("cp", "c2"))),
+        (
+            "scope",
+            "A",
+            {},
+            (("scope", "B", {"deadline": 0.01}, (("sleep", "s1", 10.0),)), ("cp", "c2")),
+        ),
     ),
     "cancel-before-enter": (("scope", "A", {"cancel_before": True}, (("cp", "c1"),)),),
     "error-passes-through-cancelled-scope": (
@@ -346,3 +368,67 @@ def test_interpreter_sanity() -> None:
         ("cp", "c2", "cancelled"),
         ("cp", "c3", "cancelled"),
     ]
+
+
+# -- generated programs (hypothesis) ---------------------------------------------------------
+#
+# Random programs over the timing-free part of the op set (deadlines only ever "past" or
+# "none"), so traces are deterministic. Scope references are drawn as indices into the stack
+# of enclosing scopes and resolved to names by `materialize`.
+
+_ref = st.integers(min_value=0, max_value=3)
+_leaf = st.one_of(
+    st.just(("cp",)),
+    st.just(("cp_catch",)),
+    st.tuples(st.just("cancel"), _ref),
+    st.tuples(st.just("set_shield"), _ref, st.booleans()),
+    st.tuples(st.just("set_deadline"), _ref, st.sampled_from([-1.0, math.inf])),
+    st.tuples(st.just("flags"), _ref),
+    st.just(("raise",)),
+)
+_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "shield": st.booleans(),
+        "cancel_before": st.booleans(),
+        "deadline": st.just(-1.0),
+    },
+)
+
+
+def _scope_of(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.tuples(st.just("scope"), _options, st.lists(children, max_size=4).map(tuple))
+
+
+_raw_program = st.lists(st.recursive(_leaf, _scope_of, max_leaves=10), min_size=1, max_size=3)
+
+
+def materialize(raw: list[Any]) -> tuple[Op, ...]:
+    """Give scopes names and checkpoints labels; resolve scope indices against the stack."""
+    counter = {"scope": 0, "label": 0}
+
+    def convert(ops: Any, stack: list[str]) -> tuple[Op, ...]:
+        out: list[Op] = []
+        for op in ops:
+            kind = op[0]
+            if kind == "scope":
+                name = f"S{counter['scope']}"
+                counter["scope"] += 1
+                out.append(("scope", name, op[1], convert(op[2], [*stack, name])))
+            elif kind in ("cp", "cp_catch", "raise"):
+                counter["label"] += 1
+                out.append((kind, f"L{counter['label']}"))
+            elif stack:
+                out.append((kind, stack[op[1] % len(stack)], *op[2:]))
+        return tuple(out)
+
+    return convert(raw, [])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(_raw_program)
+def test_generated_programs_match_trio(raw: list[Any]) -> None:
+    ops = materialize(raw)
+    reference = trace_of("trio", ops)
+    assert trace_of("engine", ops) == reference, ops
+    assert trace_of("anyio", ops) == reference, ops

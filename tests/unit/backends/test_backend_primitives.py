@@ -394,7 +394,7 @@ async def test_task_group_start_without_started_is_an_error(backend: AsyncBacken
         await backend.sleep(0)
 
     async with backend.create_task_group() as tg:
-        with pytest.raises(RuntimeError, match="without calling task_status.started"):
+        with pytest.raises(RuntimeError, match=r"without calling task_status\.started"):
             await tg.start(lazy)
 
 

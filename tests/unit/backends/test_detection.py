@@ -1,12 +1,12 @@
-"""Backend detection (``detect_backend``/``use_backend``) and the backend registry (``get_backend``)."""
+"""Backend detection (``detect_backend``, ``use_backend``) and the registry (``get_backend``)."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 
 import pytest
 import sniffio
@@ -265,7 +265,7 @@ def test_get_backend_is_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     def worker() -> None:
         barrier.wait()
         for name in ("anyio", "asyncio") * 50:
-            backend = get_backend(name)  # type: ignore[arg-type]
+            backend = get_backend(name)
             with lock:
                 results.append(backend)
 

@@ -295,7 +295,7 @@ async def test_thousand_deadlines_one_timer(run_mode: str) -> None:
             if inside == n:
                 all_inside.set()
             await release.wait()
-        return scope.cancel_called
+        return bool(scope.cancel_called)
 
     tasks = [loop.create_task(worker(i)) for i in range(n)]
     await all_inside.wait()

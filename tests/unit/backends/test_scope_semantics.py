@@ -305,7 +305,8 @@ async def test_integer_and_fraction_deadlines_are_accepted(backend: AsyncBackend
     from fractions import Fraction
 
     assert backend.create_cancel_scope(deadline=10**6).deadline == 1e6
-    assert backend.create_cancel_scope(deadline=Fraction(3, 2)).deadline == 1.5
+    half: Any = Fraction(3, 2)
+    assert backend.create_cancel_scope(deadline=half).deadline == 1.5
 
 
 async def test_bad_shield(backend: AsyncBackend) -> None:

@@ -178,6 +178,7 @@ static PyObject *rs_timeout, *rs_manual;
 static PyObject *LinkedTokenClass, *TimeoutSourceClass, *CancellationErrorClass, *WeakSetClass;
 static PyObject *validate_timeout_fn, *asyncio_backend_fn, *datetime_from_ts, *utc;
 static PyObject *debug_enabled_fn; /* logger.isEnabledFor */
+static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
 static PyObject *current_operation_var;
 static PyObject *detection_override, *sniffio_local, *sniffio_cvar;
 static PyObject *s_aenter_slow, *s_aexit_slow, *s_on_token_cancelled, *s_name_attr,
@@ -233,6 +234,9 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"operation_id", "name", "parent", "metadata", "register_globally",
                              NULL};
     PyObject *op_id = NULL, *name = NULL, *parent = NULL, *metadata = NULL, *reg = NULL;
+    if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0)) {
+        return ready() ? 0 : -1; /* Cancellable(): nothing to parse */
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOO:Cancellable", kwlist, &op_id, &name,
                                      &parent, &metadata, &reg)) {
         return -1;
@@ -842,9 +846,16 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(c->cv_token);
     }
     if (debug_enabled_fn != NULL) {
-        PyObject *lvl = PyLong_FromLong(10);
-        PyObject *en = lvl != NULL ? PyObject_CallOneArg(debug_enabled_fn, lvl) : NULL;
-        Py_XDECREF(lvl);
+        /* logging guarded in C: Logger._cache answers without a call once warm
+         * (the logging module clears it whenever a level changes) */
+        PyObject *en = logger_cache != NULL ? PyDict_GetItemWithError(logger_cache, debug_level)
+                                            : NULL;
+        if (en != NULL) {
+            Py_INCREF(en);
+        } else {
+            PyErr_Clear();
+            en = PyObject_CallOneArg(debug_enabled_fn, debug_level);
+        }
         if (en == NULL) {
             PyErr_Clear();
         } else {
@@ -1209,6 +1220,7 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         take(d, "asyncio_backend", &asyncio_backend_fn) < 0 ||
         take(d, "datetime_fromtimestamp", &datetime_from_ts) < 0 || take(d, "utc", &utc) < 0 ||
         take(d, "debug_enabled", &debug_enabled_fn) < 0 ||
+        take(d, "logger_cache", &logger_cache) < 0 ||
         take(d, "backend_override", &detection_override) < 0 ||
         take(d, "sniffio_local", &sniffio_local) < 0 ||
         take(d, "sniffio_cvar", &sniffio_cvar) < 0) {
@@ -1240,6 +1252,10 @@ int engine_cancellable_init(PyObject *m)
     s_timestamp = PyUnicode_InternFromString("timestamp");
     s_log_finished = PyUnicode_InternFromString("_log_finished");
     timeout_text = PyUnicode_InternFromString("Operation timed out");
+    debug_level = PyLong_FromLong(10);
+    if (debug_level == NULL) {
+        return -1;
+    }
     if (!current_operation_var || !s_aenter_slow || !s_aexit_slow || !s_on_token_cancelled ||
         !s_name_attr || !s_total_seconds || !s_operation_id || !s_add || !s_timestamp ||
         !s_log_finished || !timeout_text) {

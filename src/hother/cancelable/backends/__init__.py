@@ -23,7 +23,6 @@ from .detection import (
     use_backend,
 )
 
-
 __all__ = [
     "AsyncBackend",
     "BackendDetectionError",
@@ -69,8 +68,9 @@ def get_backend(backend_type: BackendType | None = None) -> AsyncBackend:
     """The backend instance for ``backend_type`` (``None``: :func:`detect_backend`).
 
     One instance per type, created lazily (the implementation module is imported on first
-    use) and thread-safely. When called inside a running asyncio loop, the asyncio backend
-    remembers that loop for :meth:`AsyncBackend.call_soon_threadsafe` from plain threads.
+    use) and thread-safely. When it detects the backend (``backend_type`` None), the backend
+    also remembers the caller's event loop / trio run for
+    :meth:`AsyncBackend.call_soon_threadsafe` calls from plain threads.
 
     :raises TypeError: ``backend_type`` is not a str / None.
     :raises ValueError: ``backend_type`` is not ``"asyncio"`` / ``"anyio"``.
@@ -85,8 +85,9 @@ def get_backend(backend_type: BackendType | None = None) -> AsyncBackend:
         backend = _backends[backend_type]
     except (KeyError, TypeError):
         backend = _create(backend_type)
-    if detected and backend_type == "asyncio":
-        backend.note_loop()  # type: ignore[attr-defined]
+    if detected:
+        # Remember the caller's loop / trio run for call_soon_threadsafe from plain threads.
+        backend.note_loop()
     return backend
 
 

@@ -2,7 +2,8 @@
 
 Native anyio objects are returned where their interface already matches (``anyio.CancelScope``,
 ``anyio.Lock``, ``anyio.Event``, ``anyio.create_task_group()``); queues wrap a memory object
-stream pair; ``call_soon_threadsafe`` goes through :class:`~hother.cancelable.utils.anyio_bridge.AnyioBridge`.
+stream pair; ``call_soon_threadsafe`` goes through
+:class:`~hother.cancelable.utils.anyio_bridge.AnyioBridge`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ T = TypeVar("T")
 CancelScope.register(anyio.CancelScope)
 Lock.register(anyio.Lock)
 Event.register(anyio.Event)
-TaskGroup.register(anyio.abc.TaskGroup)
+TaskGroup.register(anyio.abc.TaskGroup)  # type: ignore[type-abstract]
 
 
 class AnyioQueue(Queue[T]):
@@ -150,10 +151,14 @@ class AnyioBackend(AsyncBackend):
         """:func:`anyio.current_time`."""
         return anyio.current_time()
 
-    def _note(self) -> None:
+    def note_loop(self) -> Any:
+        """Tell :class:`AnyioBridge` about the caller's loop / trio run (plain-thread target)."""
         bridge = AnyioBridge.get_instance()
         if bridge._executor is None:
             bridge.note_executor()
+        return None
+
+    _note = note_loop
 
     def create_lock(self) -> Lock:
         """:class:`anyio.Lock`."""

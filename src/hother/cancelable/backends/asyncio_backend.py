@@ -134,7 +134,7 @@ class AsyncioTaskGroup(TaskGroup):
     )
 
     def __init__(self) -> None:
-        self.cancel_scope: CancelScope = _CScope()
+        self.cancel_scope: _engine.CancelScope = _CScope()
         self._entered = False
         self._active = False
         self._errors: list[BaseException] = []
@@ -230,7 +230,9 @@ class AsyncioTaskGroup(TaskGroup):
                 start_future.set_exception(exc)
             elif task.cancelled():
                 start_future.set_exception(
-                    RuntimeError("the child task was cancelled before calling task_status.started()")
+                    RuntimeError(
+                        "the child task was cancelled before calling task_status.started()"
+                    )
                 )
             else:
                 start_future.set_exception(
@@ -281,7 +283,7 @@ class AsyncioTaskGroup(TaskGroup):
                     # Cancel the children and keep waiting; waiting further in a shielded
                     # scope avoids re-delivery spinning while they unwind.
                     scope.cancel()
-                    shielded = False
+                    shielded = True
                     if cancel_exc is None:
                         cancel_exc = exc
                 finally:
@@ -489,8 +491,7 @@ class AsyncioBackend(AsyncBackend):
 
     def create_cancel_scope(self, deadline: float = math.inf, shield: bool = False) -> CancelScope:
         """``_engine.CancelScope(deadline, shield)`` (see :class:`~.base.CancelScope`)."""
-        scope: CancelScope = _CScope(deadline, shield)
-        return scope
+        return _CScope(deadline, shield)  # type: ignore[return-value]  # virtual subclass
 
     def get_cancelled_exc_class(self) -> type[BaseException]:
         """:class:`asyncio.CancelledError`."""

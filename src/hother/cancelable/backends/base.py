@@ -69,8 +69,8 @@ def validate_deadline(deadline: object) -> float:
     :raises TypeError: ``deadline`` is not a real number (``bool`` is rejected too).
     :raises ValueError: ``deadline`` is NaN.
     """
-    if deadline.__class__ is float:
-        value: float = deadline  # type: ignore[assignment]
+    if isinstance(deadline, float):
+        value = deadline
     elif isinstance(deadline, numbers.Real) and not isinstance(deadline, bool):
         value = float(deadline)
     else:
@@ -97,9 +97,7 @@ def validate_max_size(max_size: object) -> float:
     :raises ValueError: negative (or NaN).
     """
     if isinstance(max_size, bool) or not isinstance(max_size, int | float):
-        raise TypeError(
-            f"max_size must be an int or math.inf, got {type(max_size).__name__}"
-        )
+        raise TypeError(f"max_size must be an int or math.inf, got {type(max_size).__name__}")
     if isinstance(max_size, float):
         if max_size != max_size:
             raise ValueError("max_size must not be NaN")
@@ -470,6 +468,14 @@ class AsyncBackend(ABC):
         :raises TypeError: ``max_size`` is neither an int nor ``math.inf``.
         :raises ValueError: ``max_size`` is negative.
         """
+
+    def note_loop(self) -> Any:
+        """Remember the caller's event loop (if any) as the target of plain-thread callbacks.
+
+        Called by :func:`~hother.cancelable.backends.get_backend` when it detects the backend;
+        cheap when the loop is already the remembered one.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

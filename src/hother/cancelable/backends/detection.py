@@ -19,7 +19,7 @@ import contextvars
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal, cast
+from typing import Literal
 
 import sniffio
 
@@ -49,7 +49,7 @@ def _validate(name: object, what: str) -> BackendType:
         raise TypeError(f"{what} must be a str ('asyncio' or 'anyio'), got {type(name).__name__}")
     if name not in _VALID:
         raise ValueError(f"{what} must be 'asyncio' or 'anyio', got {name!r}")
-    return cast(BackendType, name)
+    return name
 
 
 def _running_library() -> str:

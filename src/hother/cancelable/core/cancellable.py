@@ -252,13 +252,13 @@ class Cancellable(_engine.CancellableCore):
         """The operation's :class:`OperationContext` (built on first access, then live)."""
         ctx = self._ctx
         if ctx is None:
-            ctx = OperationContext(
+            ctx = OperationContext._fast(
                 id=self.operation_id,
                 name=self._name,
-                status=self._status,
                 metadata=self._metadata,
                 parent_id=self._parent_id,
             )
+            ctx.status = self._status
             if self._start_time is not None:
                 ctx.start_time = self._start_time
             ctx.end_time = self._end_time
@@ -517,12 +517,15 @@ class Cancellable(_engine.CancellableCore):
                 if getattr(source, "triggered", False):
                     return source.reason, None
             return CancellationReason.MANUAL, None
-        parent = self.parent
-        if parent is not None and parent._scope is not None and parent._scope.cancel_called:
-            return (
-                CancellationReason.PARENT,
-                f"Parent operation {parent.operation_id[:8]} cancelled",
-            )
+        ancestor = self.parent
+        while ancestor is not None:
+            anc_scope = ancestor._scope
+            if anc_scope is not None and anc_scope.cancel_called:
+                return (
+                    CancellationReason.PARENT,
+                    f"Parent operation {ancestor.operation_id[:8]} cancelled",
+                )
+            ancestor = ancestor.parent
         return CancellationReason.MANUAL, None
 
     def _deadline_passed(self, scope: Any) -> bool:
@@ -816,6 +819,7 @@ def _hand_over_to_engine() -> None:
             "datetime_fromtimestamp": datetime.fromtimestamp,
             "utc": UTC,
             "debug_enabled": logger.isEnabledFor,
+            "logger_cache": logger._cache,  # type: ignore[attr-defined]
             "backend_override": detection._override,
             "sniffio_local": sniffio.thread_local,
             "sniffio_cvar": sniffio.current_async_library_cvar,

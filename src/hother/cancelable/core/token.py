@@ -351,9 +351,7 @@ class LinkedCancellationToken(CancellationToken):
         if not isinstance(token, CancellationToken):
             raise TypeError(f"token must be a CancellationToken, got {type(token).__name__}")
         if not isinstance(preserve_reason, bool):
-            raise TypeError(
-                f"preserve_reason must be a bool, got {type(preserve_reason).__name__}"
-            )
+            raise TypeError(f"preserve_reason must be a bool, got {type(preserve_reason).__name__}")
         if token is self:
             raise ValueError("token: a token cannot be linked to itself")
         try:

@@ -101,6 +101,8 @@ class AnyioBridge:
             executor = current_executor()
             if executor is None:
                 return
+        if executor is self._last_executor and not self._pending:
+            return  # fast path: nothing new
         with self._state_lock:
             self._last_executor = executor
             if not self._pending:
@@ -166,8 +168,7 @@ class AnyioBridge:
                     full = False
             if full:
                 logger.warning(
-                    "AnyioBridge: no event loop known and %d callbacks already queued; "
-                    "dropping %r",
+                    "AnyioBridge: no event loop known and %d callbacks already queued; dropping %r",
                     self._buffer_size,
                     callback,
                 )

@@ -184,9 +184,10 @@ def _new_operation(
     seconds: float | None, operation_id: str | None, name: str, register_globally: bool
 ) -> Cancellable:
     if seconds is not None:
-        return Cancellable.with_timeout(
+        op: Cancellable = Cancellable.with_timeout(
             seconds, operation_id=operation_id, name=name, register_globally=register_globally
         )
+        return op
     return Cancellable(operation_id=operation_id, name=name, register_globally=register_globally)
 
 
@@ -224,7 +225,9 @@ def cancellable(
     _check_bool(register_globally, "register_globally")
     if inject_param is not None:
         if not isinstance(inject_param, str):
-            raise TypeError(f"inject_param must be a str or None, got {type(inject_param).__name__}")
+            raise TypeError(
+                f"inject_param must be a str or None, got {type(inject_param).__name__}"
+            )
         if not inject_param.isidentifier():
             raise ValueError(f"inject_param must be a valid parameter name, got {inject_param!r}")
 

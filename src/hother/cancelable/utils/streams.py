@@ -130,9 +130,9 @@ class _StreamRun(Generic[T]):
         "finished",
         "iterator",
         "op",
-        "pull_cancelled",
         "report_interval",
         "scope",
+        "timed_out",
         "timeout",
         "token",
     )
@@ -157,7 +157,7 @@ class _StreamRun(Generic[T]):
         self.scope: Any = None
         self.backend: Any = None
         self.finished = False
-        self.pull_cancelled = False
+        self.timed_out = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -213,14 +213,26 @@ class _StreamRun(Generic[T]):
     def _cancel_pending(self) -> bool:
         if self.op.token.is_cancelled:
             return True
-        return self.deadline != math.inf and self.backend.current_time() >= self.deadline
+        if self.deadline != math.inf and self.backend.current_time() >= self.deadline:
+            self.timed_out = True
+            return True
+        return False
+
+    def _note_deadline(self, scope: Any) -> None:
+        """After a pull: remember whether the scope's deadline (not a cancel()) fired."""
+        if self.timed_out or self.deadline == math.inf or not scope.cancel_called:
+            return
+        reached = getattr(scope, "deadline_reached", None)  # the C engine knows exactly
+        if reached is None:
+            reached = self.backend.current_time() >= self.deadline
+        self.timed_out = bool(reached)
 
     def _cancel_reason(self) -> tuple[CancellationReason, str | None]:
         """Why a cancel exception ended the last pull (token, deadline, else enclosing)."""
         tok = self.op.token
         if tok.is_cancelled:
             return tok.reason or CancellationReason.MANUAL, tok.message
-        if self.pull_cancelled and self.backend.current_time() >= self.deadline:
+        if self.timed_out:
             return CancellationReason.TIMEOUT, "Operation timed out"
         return CancellationReason.MANUAL, None
 
@@ -242,7 +254,7 @@ class _StreamRun(Generic[T]):
                     raise
         finally:
             self.scope = None
-            self.pull_cancelled = scope.cancel_called
+            self._note_deadline(scope)
         # the scope swallowed its own cancellation: the consumer still has to see it
         assert error is not None
         raise error
@@ -374,3 +386,140 @@ async def _drive(run: _StreamRun[T]) -> AsyncGenerator[T, None]:
             # the consumer stopped early (break + aclose, exception, garbage collection)
             run.finish(OperationStatus.COMPLETED, completed=False)
             await _close_source(run.iterator, run.backend)
+
+
+# ---------------------------------------------------------------------------------- iterator
+class CancellableAsyncIterator(AsyncIterator[T]):
+    """Wrap an async iterator so that each item first checks an existing operation's token.
+
+    The wrapper opens no cancel scope of its own: a timeout of ``cancellable`` interrupts a
+    pull when the iteration runs inside ``async with cancellable``. Before each pull the
+    operation's token is checked (``check_async()``: the runtime's cancel exception).
+
+    Args:
+        iterator: the async iterator (or iterable) to wrap.
+        cancellable: the :class:`Cancellable` whose token is checked and which receives the
+            progress reports and the partial result.
+        report_interval: every this many items, report ``Processed {count} items`` with
+            metadata ``{"count", "latest_item"}`` before returning that item.
+        buffer_partial: keep the last 1000 items and write
+            ``cancellable.context.partial_result = {"count", "buffer", "completed"}`` when
+            the iteration ends (``completed`` is False after a cancellation or an error).
+
+    Attributes:
+        _count: the number of items returned so far.
+    """
+
+    def __init__(
+        self,
+        iterator: AsyncIterator[T] | AsyncIterable[T],
+        cancellable: Cancellable,
+        report_interval: int | None = None,
+        buffer_partial: bool = False,
+    ) -> None:
+        """Check the arguments (``TypeError``/``ValueError`` naming the bad one)."""
+        self._iterator: AsyncIterator[T] = _as_iterator(iterator, "iterator")
+        self._cancellable = _check_cancellable(cancellable)
+        self._report_interval = _check_positive_int(
+            report_interval, "report_interval", optional=True
+        )
+        self._buffer_partial = _check_bool(buffer_partial, "buffer_partial")
+        self._buffer: deque[T] = deque(maxlen=_BUFFER_LIMIT)
+        self._count = 0
+        self._completed = False
+
+    def __aiter__(self) -> CancellableAsyncIterator[T]:
+        """Return ``self``."""
+        return self
+
+    def _write_partial(self, completed: bool) -> None:
+        if self._buffer_partial:
+            self._cancellable.context.partial_result = {
+                "count": self._count,
+                "buffer": list(self._buffer),
+                "completed": completed,
+            }
+
+    async def __anext__(self) -> T:
+        """Check the token, pull the next item, count/buffer/report it, return it."""
+        if self._completed:
+            raise StopAsyncIteration
+        try:
+            await self._cancellable.token.check_async()
+            item = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._completed = True
+            self._write_partial(True)
+            raise
+        except BaseException:
+            self._write_partial(False)
+            raise
+        self._count += 1
+        if self._buffer_partial:
+            self._buffer.append(item)
+        interval = self._report_interval
+        if interval is not None and self._count % interval == 0:
+            await self._cancellable.report_progress(
+                f"Processed {self._count} items", {"count": self._count, "latest_item": item}
+            )
+        return item
+
+    async def aclose(self) -> None:
+        """Close the wrapped iterator (awaits its ``aclose()`` when it has one)."""
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# ---------------------------------------------------------------------------------- chunks
+def chunked_cancellable_stream(
+    stream: AsyncIterable[T] | AsyncIterator[T],
+    chunk_size: int,
+    cancellable: Cancellable,
+) -> AsyncGenerator[list[T], None]:
+    """Yield the items of ``stream`` in lists of ``chunk_size`` (the last one may be shorter).
+
+    The items go through ``cancellable.stream(stream)`` (token checks, buffered
+    ``partial_result``). When the consumer comes back for more after a full chunk,
+    ``Processed chunk of {chunk_size} items`` is reported on ``cancellable``; after the final,
+    shorter chunk, ``Processed final chunk of {n} items``. An empty stream yields nothing and
+    reports nothing. Metadata of the reports: ``{"chunk_size", "chunks", "items"}`` (this
+    chunk's length, chunks and items delivered so far).
+
+    Raises (at call time): ``TypeError`` for a non-async-iterable ``stream``, a non-int
+    ``chunk_size`` or a non-``Cancellable``; ``ValueError`` for ``chunk_size <= 0``.
+    """
+    iterator = _as_iterator(stream)
+    size = _check_positive_int(chunk_size, "chunk_size", optional=False)
+    assert size is not None
+    op = _check_cancellable(cancellable)
+    return _chunks(iterator, size, op)
+
+
+async def _chunks(
+    iterator: AsyncIterator[T], size: int, op: Cancellable
+) -> AsyncGenerator[list[T], None]:
+    chunks = 0
+    items = 0
+    chunk: list[T] = []
+    async with aclosing(op.stream(iterator)) as items_iter:  # type: ignore[type-var]
+        async for item in items_iter:
+            chunk.append(item)
+            if len(chunk) == size:
+                chunks += 1
+                items += size
+                yield chunk
+                chunk = []
+                await op.report_progress(
+                    f"Processed chunk of {size} items",
+                    {"chunk_size": size, "chunks": chunks, "items": items},
+                )
+    if chunk:
+        chunks += 1
+        items += len(chunk)
+        n = len(chunk)
+        yield chunk
+        await op.report_progress(
+            f"Processed final chunk of {n} items",
+            {"chunk_size": n, "chunks": chunks, "items": items},
+        )
