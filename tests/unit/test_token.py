@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -276,10 +277,14 @@ async def test_remove_hook() -> None:
 def test_many_hooks_add_remove_keep_order() -> None:
     token = CancellationToken()
     seen: list[int] = []
-    handles = [token._add_hook(lambda tok, i=i: seen.append(i)) for i in range(200)]
+
+    def recorder(i: int) -> Callable[[CancellationToken], None]:
+        return lambda tok: seen.append(i)
+
+    handles = [token._add_hook(recorder(i)) for i in range(200)]
     for h in handles[::2]:
         assert token._remove_hook(h)
-    handles2 = [token._add_hook(lambda tok, i=i: seen.append(i)) for i in range(200, 300)]
+    handles2 = [token._add_hook(recorder(i)) for i in range(200, 300)]
     assert token._hook_count == 200
     assert token._remove_hook(handles2[0])
     token.cancel_sync()
@@ -521,15 +526,15 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match="is_cancelled"):
         CancellationToken(is_cancelled=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="reason"):
-        CancellationToken(is_cancelled=True, reason="timeout")  # type: ignore[arg-type]
+        CancellationToken(is_cancelled=True, reason="timeout")
     with pytest.raises(TypeError, match="message"):
         CancellationToken(is_cancelled=True, message=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cancelled_at"):
         CancellationToken(is_cancelled=True, cancelled_at="now")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is_cancelled=True"):
-        CancellationToken(reason=CancellationReason.MANUAL)  # type: ignore[call-arg]
+        CancellationToken(reason=CancellationReason.MANUAL)
     with pytest.raises(TypeError, match="positional"):
-        CancellationToken("id")  # type: ignore[misc]
+        CancellationToken("id")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         CancellationToken(bogus=1)  # type: ignore[call-arg]
     token = CancellationToken()
@@ -540,19 +545,19 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match="message"):
         token.cancel_sync(CancellationReason.MANUAL, 42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="fn"):
-        token._add_hook(42)
+        token._add_hook(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="executor"):
         token._add_hook(print, executor=42)
     with pytest.raises(TypeError, match="handle"):
-        token._remove_hook("1")
+        token._remove_hook("1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="callback"):
         token.register_callback_sync(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="source"):
-        token._link_from(42)
+        token._link_from(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="itself"):
         token._link_from(token)
     with pytest.raises(TypeError, match="source"):
-        token._unlink_from(42)
+        token._unlink_from(42)  # type: ignore[arg-type]
     linked = LinkedCancellationToken()
     with pytest.raises(TypeError, match="token"):
         linked.link_sync(42)  # type: ignore[arg-type]
@@ -563,7 +568,7 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match="token"):
         linked.unlink_sync(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="enum_cls"):
-        _engine._set_reason_type(42)
+        _engine._set_reason_type(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="PARENT"):
         _engine._set_reason_type(int)
     assert not token.is_cancelled  # nothing above changed the state

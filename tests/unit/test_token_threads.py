@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import pytest
@@ -25,7 +25,7 @@ from hother.cancelable.pytest_plugin import run_in_mode
 WAIT = 10.0  # generous: only reached when something is broken
 
 
-class _Runner:
+class _Runner(Protocol):
     """The ``plain_thread`` fixture of tests/conftest.py (typing only)."""
 
     def start(self, fn: Callable[..., Any], *args: Any) -> threading.Thread: ...

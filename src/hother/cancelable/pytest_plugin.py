@@ -58,13 +58,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     allowed = tuple(marker.args) if marker is not None and marker.args else RUN_MODES
     for name in allowed:
         if name not in RUN_MODES:
-            raise pytest.UsageError(f"unknown run mode {name!r} in @pytest.mark.modes; use {RUN_MODES}")
+            raise pytest.UsageError(
+                f"unknown run mode {name!r} in @pytest.mark.modes; use {RUN_MODES}"
+            )
     reason = marker.kwargs.get("reason", "") if marker is not None else ""
     params = []
     for mode in RUN_MODES:
         marks: list[Any] = []
         if mode not in allowed:
-            marks.append(pytest.mark.skip(reason=f"not run in mode {mode}: {reason or 'restricted by @pytest.mark.modes'}"))
+            why = reason or "restricted by @pytest.mark.modes"
+            marks.append(pytest.mark.skip(reason=f"not run in mode {mode}: {why}"))
         params.append(pytest.param(mode, id=mode, marks=marks))
     if _PARAM not in metafunc.fixturenames:
         metafunc.fixturenames.append(_PARAM)

@@ -233,3 +233,30 @@ async def test_uvloop_existing_loop_handler_is_reported(
     finally:
         loop.remove_signal_handler(USR1)
         signal.signal(USR1, usr_handlers)
+
+
+def test_a_source_leaked_by_a_closed_loop_does_not_block_the_next_loop(
+    usr_handlers: Any,
+) -> None:
+    from hother.cancelable.backends import get_backend
+
+    leaked = SignalSource(USR1, name="leaked")
+
+    async def leak() -> None:
+        await leaked.start_monitoring(get_backend().create_cancel_scope())  # never stopped
+
+    async def use() -> bool:
+        src = SignalSource(USR1, name="fresh")
+        scope = get_backend().create_cancel_scope()
+        await src.start_monitoring(scope)
+        with scope:
+            os.kill(os.getpid(), USR1)
+            await asyncio.sleep(10)
+        await src.stop_monitoring()
+        return bool(scope.cancelled_caught)
+
+    asyncio.run(leak())
+    assert asyncio.run(use()) is True
+    assert not leaked.triggered
+    assert signal.getsignal(USR1) is usr_handlers
+    assert not SignalSource._handlers.get(USR1)

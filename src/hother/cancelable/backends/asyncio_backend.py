@@ -288,19 +288,21 @@ class AsyncioTaskGroup(TaskGroup):
                         cancel_exc = exc
                 finally:
                     self._waiter = None
+        except BaseException as exc:  # pragma: no cover - not a cancellation: unexpected
+            scope.cancel()
+            if scope.__exit__(type(exc), exc, exc.__traceback__):
+                return True
+            raise
         finally:
             self._active = False
         errors, self._errors = self._errors, []
         if errors:
             group = BaseExceptionGroup("unhandled errors in a TaskGroup", errors)
-            try:
-                scope.__exit__(BaseExceptionGroup, group, group.__traceback__)
-            finally:
-                del errors
+            scope.__exit__(type(group), group, None)
             try:
                 raise group from None
             finally:
-                del group
+                del group, errors
         if cancel_exc is not None:
             if scope.__exit__(type(cancel_exc), cancel_exc, cancel_exc.__traceback__):
                 return True

@@ -104,7 +104,8 @@ class CancellationToken(_engine.TokenCore):
         If the calling task is cancelled while awaiting them, the remaining ones are spawned
         as tasks (they still run) and the cancellation propagates.
         """
-        won, pending = self._cancel(reason, message, True)
+        result: tuple[bool, list[Awaitable[Any]]] = self._cancel(reason, message, True)
+        won, pending = result
         if won and logger.isEnabledFor(logging.DEBUG):
             self._log_cancelled()
         for i, awaitable in enumerate(pending):

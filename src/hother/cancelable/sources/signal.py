@@ -51,6 +51,22 @@ def _is_loop_managed(handler: Any, loop: Any) -> bool:
     )
 
 
+def _target_alive(installed: _Installation) -> bool:
+    """``False`` when the loop of an installation is closed or its trio run finished."""
+    target = installed.target
+    if installed.kind == "trio":
+        try:
+            target.run_sync_soon(_noop)
+        except Exception:  # trio.RunFinishedError
+            return False
+        return True
+    return not target.is_closed()
+
+
+def _noop() -> None:
+    pass
+
+
 @dataclass
 class _Installation:
     """How the class-level handler of one signal is installed, and what it replaced."""
@@ -155,11 +171,13 @@ class SignalSource(CancellationSource):
         installed = cls._installations.get(signum)
         watchers = cls._handlers.get(signum)
         if installed is not None and installed.target is not target:
-            if watchers:
+            if watchers and _target_alive(installed):
                 raise RuntimeError(
                     f"signal {signal_name(signum)} is already watched from another event loop"
                 )
-            cls._uninstall(signum)  # stale installation (its watchers were collected)
+            # Stale installation: its watchers were collected, or its loop / trio run is
+            # over (they were never stopped). Drop it and install for the current run.
+            cls._uninstall(signum)
             installed = None
         if installed is None:
             cls._install(signum, kind, target)
