@@ -135,6 +135,71 @@ class TestConstruction:
         assert child.context.parent_id == parent_id
 
 
+class MyOperation(Cancellable):
+    """A user subclass (the C base type must allow subclassing)."""
+
+    def __init__(self, *args: Any, label: str = "default", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.label = label
+        self.extra_state: list[str] = []
+
+
+class TestSubclassAndGC:
+    def test_factories_return_the_subclass(self) -> None:
+        assert type(MyOperation.with_timeout(1.0)) is MyOperation
+        assert type(MyOperation.with_token(CancellationToken())) is MyOperation
+        assert type(MyOperation.with_condition(lambda: False)) is MyOperation
+        op = MyOperation(name="sub", label="x")
+        assert op.label == "x" and op.context.name == "sub"
+        # combine always builds the base class
+        assert type(op.combine(Cancellable())) is Cancellable
+
+    async def test_subclass_runs(self, backend: Any) -> None:
+        cancel_exc = backend.get_cancelled_exc_class()
+        async with MyOperation(label="ok") as op:
+            op.extra_state.append("body")
+            assert current_operation() is op
+        assert op.is_completed and op.extra_state == ["body"]
+        with pytest.raises(cancel_exc):
+            async with MyOperation.with_timeout(0.01) as op2:
+                await backend.sleep(LONG)
+        assert op2.context.cancel_reason == CancellationReason.TIMEOUT
+
+    async def test_reference_cycles_are_collected(self, backend: Any) -> None:
+        import weakref
+
+        cancel_exc = backend.get_cancelled_exc_class()
+        refs = []
+        for kind in ("plain", "timeout", "cancelled", "callbacks"):
+            op = Cancellable.with_timeout(0.01) if kind == "cancelled" else Cancellable()
+            if kind == "timeout":
+                op = Cancellable.with_timeout(LONG)
+            op.context.metadata["self"] = op  # a cycle through the context
+            op.on_complete(lambda ctx, op=op: op)  # and through a callback
+            try:
+                async with op:
+                    _ = op.token
+                    await backend.sleep(LONG if kind == "cancelled" else 0)
+            except cancel_exc:
+                pass
+            refs.append(weakref.ref(op))
+            del op
+        gc.collect()
+        assert [r() for r in refs] == [None, None, None, None]
+
+    def test_never_entered_cycle_collected(self) -> None:
+        import weakref
+
+        parent = Cancellable()
+        child = Cancellable(parent=parent)
+        child.on_start(lambda ctx, op=child: op)
+        ref = weakref.ref(child)
+        del child
+        gc.collect()
+        assert ref() is None
+        assert len(parent._children) == 0
+
+
 class TestFactories:
     def test_with_timeout_names(self) -> None:
         assert Cancellable.with_timeout(30).context.name == "timeout_30s"
@@ -221,10 +286,11 @@ class TestFactories:
 
 async def test_status_lifecycle(backend: Any) -> None:
     op = Cancellable(name="life")
-    assert op.status == OperationStatus.PENDING
+    statuses = [op.status]
     async with op as entered:
         assert entered is op
-        assert op.status == OperationStatus.RUNNING
+        statuses.append(op.status)
+        assert statuses == [OperationStatus.PENDING, OperationStatus.RUNNING]
         assert op.is_running
         assert not op.is_completed and not op.is_cancelled
         assert current_operation() is op
@@ -519,9 +585,7 @@ class TestOutcomeTable:
                     assert_cancelled(child, CancellationReason.PARENT)
                     await backend.sleep(LONG)
         assert checked == [(True, CancellationReason.PARENT)]
-        assert child.context.cancel_message == (
-            f"Linked token {parent.token.id[:8]} was cancelled"
-        )
+        assert child.context.cancel_message == (f"Linked token {parent.token.id[:8]} was cancelled")
         assert_cancelled(parent, CancellationReason.MANUAL)
         assert cancelling() == before
 
@@ -687,7 +751,11 @@ class TestOutcomeTable:
     @pytest.mark.parametrize(
         ("exc", "reason", "message"),
         [
-            (TimeoutCancellation(3.0), CancellationReason.TIMEOUT, "Operation timed out after 3.0s"),
+            (
+                TimeoutCancellation(3.0),
+                CancellationReason.TIMEOUT,
+                "Operation timed out after 3.0s",
+            ),
             (ManualCancellation(), CancellationReason.MANUAL, "Operation cancelled manually"),
             (
                 ConditionCancellation("disk_full"),
@@ -990,8 +1058,10 @@ class TestCallbacks:
         def bad(ctx: OperationContext) -> None:
             raise RuntimeError("cancel callback failure")
 
-        op = Cancellable.with_timeout(0.02).on_cancel(bad).on_cancel(
-            lambda ctx: events.append("cancel")
+        op = (
+            Cancellable.with_timeout(0.02)
+            .on_cancel(bad)
+            .on_cancel(lambda ctx: events.append("cancel"))
         )
         with pytest.raises(cancel_exc):
             async with op:
@@ -1116,6 +1186,7 @@ class TestStream:
         assert 0 < len(items) < 100
         assert_cancelled(op, CancellationReason.TIMEOUT)
         partial = op.context.partial_result
+        assert isinstance(partial, dict)
         assert partial["count"] == len(items)
         assert partial["buffer"] == items
         assert "completed" not in partial
@@ -1141,6 +1212,7 @@ class TestStream:
             except cancel_exc:
                 pass
         partial = op.context.partial_result
+        assert isinstance(partial, dict)
         assert partial["count"] > 0
         assert partial["buffer"]
 
@@ -1309,7 +1381,9 @@ class TestBadInput:
         with pytest.raises(TypeError, match="register_globally"):
             Cancellable(register_globally=bad)
 
-    @pytest.mark.parametrize("method", ["on_start", "on_complete", "on_cancel", "on_error", "on_progress"])
+    @pytest.mark.parametrize(
+        "method", ["on_start", "on_complete", "on_cancel", "on_error", "on_progress"]
+    )
     @pytest.mark.parametrize("bad", [None, 5, "callback"])
     def test_callback_type(self, method: str, bad: Any) -> None:
         op = Cancellable()

@@ -27,7 +27,6 @@ from hother.cancelable import (
     current_operation,
 )
 from hother.cancelable.sources.base import CancellationSource
-from hother.cancelable.sources.timeout import TimeoutSource
 
 LONG = 10.0
 
@@ -244,8 +243,10 @@ class TestExitCleanup:
         cancel_exc = backend.get_cancelled_exc_class()
         log: list[str] = []
 
-        op1 = Cancellable().add_source(RecordingSource(log, "a")).add_source(
-            RecordingSource(log, "b")
+        op1 = (
+            Cancellable()
+            .add_source(RecordingSource(log, "a"))
+            .add_source(RecordingSource(log, "b"))
         )
         async with op1:
             log.append("body")
@@ -452,3 +453,63 @@ class TestRegisterGlobally:
                 listed = registry.list_operations_sync(parent_id=parent.operation_id)
                 assert [c.id for c in listed] == [child.operation_id]
                 assert len(registry.list_operations_sync()) == 2
+
+
+# ====================================================================== misuse
+
+
+class TestMisuse:
+    """Protocol misuse gets a clear exception, never a crash or a corrupted task."""
+
+    @pytest.mark.parametrize("factory", ["plain", "timeout", "callbacks"])
+    async def test_exit_without_enter(self, backend: Any, factory: str) -> None:
+        if factory == "plain":
+            op = Cancellable()
+        elif factory == "timeout":
+            op = Cancellable.with_timeout(1.0)
+        else:
+            op = Cancellable().on_complete(lambda ctx: None)
+        with pytest.raises(RuntimeError):
+            await op.__aexit__(None, None, None)
+        assert op.status == OperationStatus.PENDING
+        assert current_operation() is None
+        await backend.sleep(0)
+
+    async def test_double_exit(self, backend: Any) -> None:
+        op = Cancellable()
+        await op.__aenter__()
+        await op.__aexit__(None, None, None)
+        assert op.is_completed
+        with pytest.raises(RuntimeError):
+            await op.__aexit__(None, None, None)
+        assert op.is_completed
+        assert current_operation() is None
+        await backend.sleep(0)
+
+    def test_enter_outside_async_code(self) -> None:
+        from hother.cancelable import NoAsyncContextError
+
+        op = Cancellable.with_timeout(1.0)
+        awaitable = op.__aenter__().__await__()
+        with pytest.raises(NoAsyncContextError):
+            awaitable.send(None)
+        assert op.status != OperationStatus.RUNNING
+        assert current_operation() is None
+
+    async def test_manual_enter_exit_protocol(self, backend: Any) -> None:
+        """``__aenter__``/``__aexit__`` driven by hand behave like ``async with``."""
+        cancel_exc = backend.get_cancelled_exc_class()
+        op = Cancellable.with_timeout(0.01)
+        assert await op.__aenter__() is op
+        assert current_operation() is op
+        try:
+            await backend.sleep(LONG)
+        except cancel_exc as exc:
+            suppress = await op.__aexit__(type(exc), exc, exc.__traceback__)
+            assert not suppress  # never suppressed
+        else:  # pragma: no cover - the timeout must fire
+            await op.__aexit__(None, None, None)
+            pytest.fail("the timeout did not fire")
+        assert op.context.cancel_reason == CancellationReason.TIMEOUT
+        assert current_operation() is None
+        await backend.sleep(0)

@@ -274,3 +274,26 @@ async def test_run_in_thread_leaves_worker_threads_clean(backend: Any) -> None:
     token = CancellationToken()
     assert await Cancellable.with_token(token).run_in_thread(lambda: 42) == 42
     assert current_operation() is None
+
+
+async def test_async_generator_closed_early_restores(backend: Any) -> None:
+    """An operation held open across ``yield`` and closed early (same task) is cleaned up."""
+    ops: list[Cancellable] = []
+
+    async def gen() -> Any:
+        async with Cancellable() as op:
+            ops.append(op)
+            yield 1
+            await backend.sleep(0)
+            yield 2  # pragma: no cover - closed before
+
+    async with Cancellable() as outer:
+        agen = gen()
+        assert await agen.__anext__() == 1
+        # an async generator runs in its consumer's context
+        assert current_operation() is ops[0]
+        await agen.aclose()
+        assert current_operation() is outer
+        assert not ops[0].is_running
+        await backend.sleep(0)
+    assert current_operation() is None

@@ -173,9 +173,7 @@ async def test_injection_into_keyword_only_and_positional_only_parameters() -> N
 
 
 # ------------------------------------------------------------------- registry and ids
-async def test_fixed_id_registered_globally(
-    backend: Any, registry: OperationRegistry
-) -> None:
+async def test_fixed_id_registered_globally(backend: Any, registry: OperationRegistry) -> None:
     started = backend.create_event()
     release = backend.create_event()
     result: list[Any] = []
@@ -253,7 +251,7 @@ async def test_fixed_id_is_released_when_the_call_fails() -> None:
         raise ValueError(cancellable.operation_id)
 
     for _ in range(3):
-        with pytest.raises(ValueError, match="^failing$"):
+        with pytest.raises(ValueError, match=r"^failing$"):
             await job()  # type: ignore[call-arg]
 
 
@@ -336,7 +334,7 @@ def test_decorating_an_async_generator_is_a_type_error() -> None:
     async def agen() -> Any:
         yield 1
 
-    with pytest.raises(TypeError, match="async generator function.*agen"):
+    with pytest.raises(TypeError, match=r"async generator function.*agen"):
         cancellable()(agen)
 
 
@@ -446,7 +444,7 @@ async def test_with_timeout_rejects_non_awaitables() -> None:
     async def coro_fn() -> None:
         pass
 
-    with pytest.raises(TypeError, match="awaitable.*forget to call"):
+    with pytest.raises(TypeError, match=r"awaitable.*forget to call"):
         await with_timeout(1.0, coro_fn)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="awaitable"):
         await with_timeout(1.0, 42)  # type: ignore[arg-type]

@@ -519,6 +519,14 @@ def test_capture_executor_outside_async_is_none() -> None:
     assert _engine.capture_executor() is None
 
 
+def test_wait_for_cancel_outside_async_context() -> None:
+    from hother.cancelable.backends.detection import NoAsyncContextError
+
+    coro = CancellationToken().wait_for_cancel()
+    with pytest.raises(NoAsyncContextError):
+        coro.send(None)
+
+
 # --------------------------------------------------------------------------- bad input
 def test_bad_input() -> None:
     with pytest.raises(TypeError, match="id"):

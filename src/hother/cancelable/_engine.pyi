@@ -1,9 +1,10 @@
 """Type stubs of the C engine ``hother.cancelable._engine`` (see docs/architecture.md)."""
 
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypedDict
+from typing import Any, Literal, Self, TypedDict, overload
 
 
 class LoopStats(TypedDict):
@@ -53,22 +54,41 @@ _task_scopes: dict[Any, CancelScope]
 
 # ---------------------------------------------------------------- tokens and executors
 class TokenCore:
-    def __init__(self, *, id: str | None = None) -> None: ...
+    """C core of a cancellation token: one-shot thread-safe state, hooks, links."""
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        is_cancelled: bool = False,
+        reason: Any = None,
+        message: str | None = None,
+        cancelled_at: datetime | None = None,
+    ) -> None: ...
     @property
     def id(self) -> str: ...
     @property
     def is_cancelled(self) -> bool: ...
     @property
-    def reason(self) -> Any: ...
+    def reason(self) -> Any: ...  # the CancellationReason member, or None
     @property
     def message(self) -> str | None: ...
     @property
-    def cancelled_at(self) -> Any: ...
+    def cancelled_at(self) -> datetime | None: ...
     @property
     def _hook_count(self) -> int: ...
+    @overload
     def _cancel(
-        self, reason: Any, message: str | None = None, collect: bool = False
-    ) -> Any: ...
+        self, reason: Any, message: str | None = None, collect: Literal[False] = False
+    ) -> bool: ...
+    @overload
+    def _cancel(
+        self, reason: Any, message: str | None, collect: Literal[True]
+    ) -> tuple[bool, list[Awaitable[Any]]]: ...
+    @overload
+    def _cancel(
+        self, reason: Any, message: str | None = None, *, collect: Literal[True]
+    ) -> tuple[bool, list[Awaitable[Any]]]: ...
     def _add_hook(self, fn: Callable[[Any], Any], *, executor: Any = ...) -> int: ...
     def _remove_hook(self, handle: int, /) -> bool: ...
     def _link_from(self, source: TokenCore, preserve_reason: bool = False) -> None: ...
@@ -78,6 +98,8 @@ def _set_reason_type(enum_cls: type, /) -> None: ...
 def _run_hook(fn: Callable[[Any], Any], arg: Any, /) -> None: ...
 def capture_executor() -> Any: ...
 def _report_error(where: str, exc: BaseException, /) -> None: ...
+
+_pending_hook_tasks: set[Any]  # asyncio tasks spawned for async hooks (kept alive)
 
 # ---------------------------------------------------------------- registry table
 class RegistryTable:

@@ -265,6 +265,22 @@ def test_bridge_forgets_a_closed_loop() -> None:
     assert ran == ["x"]
 
 
+def test_bridge_forgets_a_finished_trio_run() -> None:
+    import trio
+
+    bridge = AnyioBridge.get_instance()
+
+    async def grab() -> Any:
+        bridge.note_executor()
+        return trio.lowlevel.current_trio_token()
+
+    token = trio.run(grab)  # run finished: run_sync_soon now raises RunFinishedError
+    bridge.call_soon_threadsafe(lambda: None)
+    assert bridge.pending_count() == 1  # kept for the next loop, not lost
+    bridge.note_executor(token)  # flushing into the dead run fails: still kept
+    assert bridge.pending_count() == 1
+
+
 # -- module function -----------------------------------------------------------------------
 
 

@@ -102,6 +102,18 @@ async def test_start_caller_cancelled_cancels_the_child(backend: Any) -> None:
         assert child_cancelled.is_set()
 
 
+async def test_start_child_cancelled_before_started(backend: Any) -> None:
+    async def self_cancelling(*, task_status: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    async with backend.create_task_group() as tg:
+        with pytest.raises(RuntimeError, match="cancelled before calling"):
+            await tg.start(self_cancelling)
+
+
 async def test_start_with_name_and_children_started_from_children(backend: Any) -> None:
     names: list[str] = []
 

@@ -541,6 +541,8 @@ async def test_task_group_rejects_sync_functions(backend: AsyncBackend) -> None:
     async with backend.create_task_group() as tg:
         with pytest.raises(TypeError):
             tg.start_soon(not_async)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            tg.start_soon(42)  # type: ignore[arg-type]
 
 
 async def test_task_group_cannot_be_entered_twice(backend: AsyncBackend) -> None:

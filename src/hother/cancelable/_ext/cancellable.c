@@ -176,6 +176,7 @@ static PyTypeObject Core_Type;
 static PyObject *st_pending, *st_running, *st_completed, *st_cancelled, *st_failed;
 static PyObject *rs_timeout, *rs_manual;
 static PyObject *LinkedTokenClass, *TimeoutSourceClass, *CancellationErrorClass, *WeakSetClass;
+static PyObject *asyncio_backend; /* the cached AsyncioBackend instance */
 static PyObject *validate_timeout_fn, *asyncio_backend_fn, *datetime_from_ts, *utc;
 static PyObject *debug_enabled_fn; /* logger.isEnabledFor */
 static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
@@ -666,7 +667,7 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
     if (!fast_enter_ok(c) || !native_asyncio(&loop)) {
         return enter_slow(c);
     }
-    PyObject *task = PyObject_CallOneArg(G.current_task, loop);
+    PyObject *task = engine_current_task(loop);
     if (task == NULL || task == Py_None) {
         Py_XDECREF(task);
         Py_DECREF(loop);
@@ -675,10 +676,14 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
     }
     PyObject *backend = NULL;
     if (!SET(c->backend)) {
-        backend = PyObject_CallNoArgs(asyncio_backend_fn);
-        if (backend == NULL) {
-            goto fail_early;
+        if (asyncio_backend == NULL) {
+            asyncio_backend = PyObject_CallNoArgs(asyncio_backend_fn);
+            if (asyncio_backend == NULL) {
+                goto fail_early;
+            }
         }
+        backend = asyncio_backend;
+        Py_INCREF(backend);
     }
     PyObject *scope = scope_create(0);
     if (scope == NULL) {
@@ -753,6 +758,11 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *exc = args[1];
+    if (!c->entered || !SET(c->scope)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Cancellable is not running: __aexit__ without a successful __aenter__");
+        return NULL;
+    }
     int simple_exc = exc == Py_None ||
                      (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_BaseExceptionGroup) &&
                       !PyObject_IsInstance(exc, CancellationErrorClass));
@@ -770,7 +780,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
                         "Cancellable exited outside the event loop it was entered in");
         return NULL;
     }
-    PyObject *task = PyObject_CallOneArg(G.current_task, loop);
+    PyObject *task = engine_current_task(loop);
     if (task == NULL) {
         Py_DECREF(loop);
         return NULL;

@@ -19,6 +19,7 @@ typedef struct engine_state {
     /* asyncio functions and types, cached at import */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop: loop or None, never raises */
     PyObject *current_task;     /* asyncio.current_task */
+    PyObject *current_tasks;    /* asyncio.tasks._current_tasks (dict) or NULL */
     PyObject *CancelledError;   /* asyncio.CancelledError */
     PyObject *FutureType;       /* asyncio.Future */
     /* interned attribute names */
@@ -50,6 +51,11 @@ void engine_report_error(const char *where);
 
 /* The running asyncio loop of this thread (new reference) or NULL without an error set. */
 PyObject *engine_running_loop(void);
+
+/* The current task of `loop` (new reference, Py_None when none) or NULL with an error.
+ * Reads asyncio's current-task dict directly when it has one (3.11-3.13), else calls
+ * asyncio.current_task(loop). */
+PyObject *engine_current_task(PyObject *loop);
 
 /* executor.c -------------------------------------------------------------
  * An "executor" is what a callback registered from async code must run on:

@@ -61,6 +61,22 @@ PyObject *engine_running_loop(void)
     return loop;
 }
 
+PyObject *engine_current_task(PyObject *loop)
+{
+    if (G.current_tasks != NULL) {
+        PyObject *t = PyDict_GetItemWithError(G.current_tasks, loop);
+        if (t == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            t = Py_None;
+        }
+        Py_INCREF(t);
+        return t;
+    }
+    return PyObject_CallOneArg(G.current_task, loop);
+}
+
 static PyObject *set_error_handler(PyObject *Py_UNUSED(self), PyObject *handler)
 {
     if (handler != Py_None && !PyCallable_Check(handler)) {
@@ -123,6 +139,21 @@ PyMODINIT_FUNC PyInit__engine(void)
     G.FutureType = PyObject_GetAttrString(asyncio, "Future");
     if (!G.get_running_loop || !G.current_task || !G.CancelledError || !G.FutureType) {
         goto error;
+    }
+    {
+        PyObject *tasks_mod = PyImport_ImportModule("asyncio.tasks");
+        if (tasks_mod == NULL) {
+            goto error;
+        }
+        PyObject *ct = PyObject_GetAttrString(tasks_mod, "_current_tasks");
+        Py_DECREF(tasks_mod);
+        if (ct == NULL) {
+            PyErr_Clear();
+        } else if (PyDict_CheckExact(ct)) {
+            G.current_tasks = ct;
+        } else {
+            Py_DECREF(ct);
+        }
     }
     INTERN(s_cancel, "cancel");
     INTERN(s_uncancel, "uncancel");

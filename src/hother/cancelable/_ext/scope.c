@@ -31,6 +31,7 @@
 #include <stddef.h>
 
 #include "cc_heap.h"
+#include "cc_state.h"
 
 /* ------------------------------------------------------------------------- */
 /* Types                                                                      */
@@ -69,6 +70,7 @@ struct LoopEngine {
     PyObject *on_timer;   /* bound builtin: engine._on_timer */
     PyObject *on_redeliver;
     double resolution;
+    int stdlib_time; /* loop.time is asyncio's own (time.monotonic): read the clock in C */
     cc_heap heap;
     Py_ssize_t active_scopes;
 };
@@ -81,6 +83,7 @@ static PyObject *loop_engines; /* dict id(loop) -> LoopEngine */
 static PyObject *last_loop_ref; /* weakref of the loop of last_engine (fast path) */
 static LoopEngine *last_engine;
 static PyObject *release_cb;   /* builtin: _release_task(task) used as done callback */
+static PyObject *base_loop_time; /* asyncio.BaseEventLoop.time (the function) */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
 
 #define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n) - offsetof(Scope, node)))
@@ -100,6 +103,11 @@ static PyObject *engine_loop(LoopEngine *e)
 /* loop.time() as a double; -1 on error (exception set). */
 static int loop_time(PyObject *loop, double *out)
 {
+    if (last_engine != NULL && last_engine->stdlib_time &&
+        PyWeakref_GetObject(last_loop_ref) == loop) {
+        *out = cc_now_monotonic(); /* BaseEventLoop.time() is time.monotonic() */
+        return 0;
+    }
     PyObject *t = PyObject_CallMethodNoArgs(loop, G.s_time);
     if (t == NULL) {
         return -1;
@@ -115,11 +123,7 @@ static int loop_time(PyObject *loop, double *out)
 
 static PyObject *current_task_of(PyObject *loop)
 {
-    PyObject *task = PyObject_CallOneArg(G.current_task, loop);
-    if (task == NULL) {
-        return NULL;
-    }
-    return task; /* may be Py_None */
+    return engine_current_task(loop); /* may be Py_None */
 }
 
 static int effectively_cancelled(Scope *s)
@@ -229,6 +233,7 @@ static LoopEngine *get_engine(PyObject *loop)
         e->on_timer = NULL;
         e->on_redeliver = NULL;
         e->resolution = 1e-9;
+        e->stdlib_time = 0;
         e->active_scopes = 0;
         cc_heap_init(&e->heap);
         G.live_loop_engines++;
@@ -259,6 +264,13 @@ static LoopEngine *get_engine(PyObject *loop)
             } else if (r >= 0 && r < 1.0) {
                 e->resolution = r;
             }
+        }
+        PyObject *tm = PyObject_GetAttrString((PyObject *)Py_TYPE(loop), "time");
+        if (tm == NULL) {
+            PyErr_Clear();
+        } else {
+            e->stdlib_time = base_loop_time != NULL && tm == base_loop_time;
+            Py_DECREF(tm);
         }
         if (PyDict_SetItem(loop_engines, e->key, (PyObject *)e) < 0) {
             Py_DECREF(e);
@@ -1557,6 +1569,22 @@ int engine_scope_init(PyObject *m)
         return -1;
     }
     release_cb = PyCFunction_New(&release_def, NULL);
+    {
+        PyObject *be = PyImport_ImportModule("asyncio.base_events");
+        if (be == NULL) {
+            return -1;
+        }
+        PyObject *cls = PyObject_GetAttrString(be, "BaseEventLoop");
+        Py_DECREF(be);
+        if (cls == NULL) {
+            return -1;
+        }
+        base_loop_time = PyObject_GetAttrString(cls, "time");
+        Py_DECREF(cls);
+        if (base_loop_time == NULL) {
+            return -1;
+        }
+    }
     s_get_coro = PyUnicode_InternFromString("get_coro");
     s_cr_running = PyUnicode_InternFromString("cr_running");
     s_cr_suspended = PyUnicode_InternFromString("cr_suspended");

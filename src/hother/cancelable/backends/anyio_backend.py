@@ -47,13 +47,14 @@ TaskGroup.register(anyio.abc.TaskGroup)  # type: ignore[type-abstract]
 class AnyioQueue(Queue[T]):
     """:class:`~.base.Queue` on an anyio memory object stream pair."""
 
-    __slots__ = ("_receive", "_send")
+    __slots__ = ("_closed", "_receive", "_send")
 
     def __init__(self, max_size: float = math.inf) -> None:
         size = validate_max_size(max_size)
         send, receive = anyio.create_memory_object_stream[T](size)
         self._send: MemoryObjectSendStream[T] = send
         self._receive: MemoryObjectReceiveStream[T] = receive
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<AnyioQueue maxsize={self.maxsize} qsize={self.qsize()}{' closed' * self.closed}>"
@@ -74,7 +75,7 @@ class AnyioQueue(Queue[T]):
     @property
     def closed(self) -> bool:
         """``True`` after :meth:`close`."""
-        return self._send._closed
+        return self._closed
 
     def qsize(self) -> int:
         """Number of buffered items."""
@@ -114,6 +115,7 @@ class AnyioQueue(Queue[T]):
 
     def close(self) -> None:
         """Close the sending side: blocked puts fail, getters drain then see the end."""
+        self._closed = True
         self._send.close()
 
 

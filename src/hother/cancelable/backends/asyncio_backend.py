@@ -370,7 +370,12 @@ class AsyncioQueue(Queue[T]):
         raise QueueFull
 
     async def put(self, item: T) -> None:
-        """Put ``item``, waiting for room or a receiver (:class:`QueueClosed` if closed)."""
+        """Put ``item``, waiting for room or a receiver (:class:`QueueClosed` if closed).
+
+        A put cancelled while waiting withdraws its item, unless a receiver already took it
+        in the same loop iteration (then the item stays delivered and the put still raises
+        the cancellation).
+        """
         try:
             self.put_nowait(item)
             return

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from .. import _engine
+from ..backends.detection import NoAsyncContextError
 from .exceptions import CancellationError, ManualCancellation
 from .models import CancellationReason
 
@@ -162,7 +163,7 @@ class CancellationToken(_engine.TokenCore):
             return
         executor = _engine.capture_executor()
         if executor is None:
-            raise RuntimeError("wait_for_cancel() must be awaited inside asyncio or trio")
+            raise NoAsyncContextError("wait_for_cancel() must be awaited inside asyncio or trio")
         if isinstance(executor, asyncio.AbstractEventLoop):
             future: asyncio.Future[None] = executor.create_future()
 

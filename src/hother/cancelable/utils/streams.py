@@ -484,7 +484,9 @@ def chunked_cancellable_stream(
     ``Processed chunk of {chunk_size} items`` is reported on ``cancellable``; after the final,
     shorter chunk, ``Processed final chunk of {n} items``. An empty stream yields nothing and
     reports nothing. Metadata of the reports: ``{"chunk_size", "chunks", "items"}`` (this
-    chunk's length, chunks and items delivered so far).
+    chunk's length, chunks and items delivered so far). When the iteration ends other than
+    by exhausting the source (early stop, cancellation, error), the source is closed (its
+    ``aclose()`` awaited, shielded, when it has one).
 
     Raises (at call time): ``TypeError`` for a non-async-iterable ``stream``, a non-int
     ``chunk_size`` or a non-``Cancellable``; ``ValueError`` for ``chunk_size <= 0``.
@@ -502,18 +504,24 @@ async def _chunks(
     chunks = 0
     items = 0
     chunk: list[T] = []
-    async with aclosing(op.stream(iterator)) as items_iter:  # type: ignore[type-var]
-        async for item in items_iter:
-            chunk.append(item)
-            if len(chunk) == size:
-                chunks += 1
-                items += size
-                yield chunk
-                chunk = []
-                await op.report_progress(
-                    f"Processed chunk of {size} items",
-                    {"chunk_size": size, "chunks": chunks, "items": items},
-                )
+    exhausted = False
+    try:
+        async with aclosing(op.stream(iterator)) as items_iter:  # type: ignore[type-var]
+            async for item in items_iter:
+                chunk.append(item)
+                if len(chunk) == size:
+                    chunks += 1
+                    items += size
+                    yield chunk
+                    chunk = []
+                    await op.report_progress(
+                        f"Processed chunk of {size} items",
+                        {"chunk_size": size, "chunks": chunks, "items": items},
+                    )
+        exhausted = True
+    finally:
+        if not exhausted:  # stopped early, cancelled or failed: close the source too
+            await _close_source(iterator, _backend())
     if chunk:
         chunks += 1
         items += len(chunk)
