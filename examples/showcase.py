@@ -31,8 +31,10 @@ def line(text: str) -> None:
 async def demo() -> None:
     backend = get_backend()
     cancelled = backend.get_cancelled_exc_class()
-    line(f"detected backend: {detect_backend()!r} (cancel exception: {cancelled.__module__}."
-         f"{cancelled.__qualname__})")
+    line(
+        f"detected backend: {detect_backend()!r} (cancel exception: {cancelled.__module__}."
+        f"{cancelled.__qualname__})"
+    )
 
     # 1. a timeout
     start = backend.current_time()
@@ -41,8 +43,10 @@ async def demo() -> None:
             await backend.sleep(10)
     except cancelled:
         took = backend.current_time() - start
-        line(f"timeout: {op.context.name} ended {op.status.value} / "
-             f"{op.context.cancel_reason.value} after {took * 1000:.0f} ms")
+        line(
+            f"timeout: {op.context.name} ended {op.status.value} / "
+            f"{op.context.cancel_reason.value} after {took * 1000:.0f} ms"
+        )
 
     # 2. a token cancelled from a plain thread (no bridge, no setup)
     token = CancellationToken()
@@ -59,8 +63,10 @@ async def demo() -> None:
             started.set()
             await backend.sleep(10)
     except cancelled:
-        line(f"thread cancel: {op.status.value} / {op.context.cancel_reason.value} "
-             f"({op.context.cancel_message!r})")
+        line(
+            f"thread cancel: {op.status.value} / {op.context.cancel_reason.value} "
+            f"({op.context.cancel_message!r})"
+        )
     thread.join()
 
     # 3. parent and child
@@ -73,8 +79,10 @@ async def demo() -> None:
                     await parent.cancel(message="shutting down")
                     await backend.sleep(10)
             finally:
-                line(f"child of a cancelled parent: {child.status.value} / "
-                     f"{child.context.cancel_reason.value}")
+                line(
+                    f"child of a cancelled parent: {child.status.value} / "
+                    f"{child.context.cancel_reason.value}"
+                )
     except cancelled:
         line(f"parent: {parent.status.value} / {parent.context.cancel_reason.value}")
 
@@ -102,8 +110,10 @@ async def demo() -> None:
         tasks = [asyncio.create_task(waiter(i)) for i in range(1000)]
         await asyncio.sleep(0)
         stats = _engine.loop_stats()
-        line(f"1000 operations with distinct timeouts: {stats['deadlines']} deadlines, "
-             f"{stats['armed_timers']} loop timer armed")
+        line(
+            f"1000 operations with distinct timeouts: {stats['deadlines']} deadlines, "
+            f"{stats['armed_timers']} loop timer armed"
+        )
         gate.set()
         await asyncio.gather(*tasks)
 

@@ -544,6 +544,45 @@ async def test_progress_reaches_other_callbacks_of_the_operation(backend: Any) -
     ]
 
 
+async def test_cancellation_during_a_progress_callback(backend: Any) -> None:
+    """An enclosing cancellation inside an async ``on_progress`` ends the stream CANCELLED."""
+    in_callback = backend.create_event()
+    box: list[Cancellable | None] = []
+
+    async def source() -> AsyncIterator[int]:
+        box.append(current_operation())
+        for i in range(5):
+            yield i
+
+    async def stuck(count: int, item: int) -> None:
+        in_callback.set()
+        await backend.create_event().wait()
+
+    got: list[int] = []
+    outer = backend.create_cancel_scope()
+
+    async def consume() -> None:
+        with outer:
+            async for x in cancellable_stream(
+                source(), report_interval=2, on_progress=stuck, buffer_partial=True
+            ):
+                got.append(x)
+
+    with fail_after(backend):
+        async with backend.create_task_group() as tg:
+            tg.start_soon(consume)
+            await in_callback.wait()
+            outer.cancel()
+    assert outer.cancelled_caught
+    assert got == [0]
+    op = box[0]
+    assert op is not None
+    assert op.status is OperationStatus.CANCELLED
+    assert op.context.cancel_reason is CancellationReason.MANUAL
+    # the second item never reached the consumer: it is not counted
+    assert op.context.partial_result == {"count": 1, "buffer": [0], "completed": False}
+
+
 async def test_buffer_keeps_the_last_1000_items(backend: Any) -> None:
     box: list[Cancellable | None] = []
 

@@ -35,12 +35,10 @@ from .core.models import CancellationReason, OperationContext, OperationStatus
 from .core.registry import OperationRegistry
 from .core.token import CancellationToken
 from .utils.anyio_bridge import AnyioBridge, call_soon_threadsafe
-try:  # TEMP while utils.decorators/streams are being written
-    from .utils.decorators import cancellable, with_timeout
-    from .utils.streams import cancellable_stream
-except ImportError:  # pragma: no cover
-    pass
-from .utils.logging import configure_logging, install_null_handler
+from .utils.decorators import cancellable, with_timeout
+from .utils.logging import configure_logging as configure_logging
+from .utils.logging import install_null_handler
+from .utils.streams import cancellable_stream
 
 try:
     __version__ = _version("hother-cancelable")

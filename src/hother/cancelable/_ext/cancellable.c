@@ -29,8 +29,7 @@
 /* Immediate: an awaitable that completes at once with a value               */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *value;
+    PyObject_HEAD PyObject *value;
 } Immediate;
 
 static PyTypeObject Immediate_Type;
@@ -155,8 +154,7 @@ static PyTypeObject Immediate_Type = {
 /* CancellableCore                                                            */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *id, *name, *metadata, *ctx, *status;
+    PyObject_HEAD PyObject *id, *name, *metadata, *ctx, *status;
     double start_time, end_time; /* epoch seconds; NAN when unset */
     PyObject *cancel_reason, *cancel_message, *error, *partial_result;
     PyObject *token, *scope, *backend, *cv_token;
@@ -178,7 +176,7 @@ static PyObject *rs_timeout, *rs_manual;
 static PyObject *LinkedTokenClass, *TimeoutSourceClass, *CancellationErrorClass, *WeakSetClass;
 static PyObject *asyncio_backend; /* the cached AsyncioBackend instance */
 static PyObject *validate_timeout_fn, *asyncio_backend_fn, *datetime_from_ts, *utc;
-static PyObject *debug_enabled_fn; /* logger.isEnabledFor */
+static PyObject *debug_enabled_fn;           /* logger.isEnabledFor */
 static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
 static PyObject *current_operation_var;
 static PyObject *detection_override, *sniffio_local, *sniffio_cvar;
@@ -232,8 +230,8 @@ static PyObject *core_operation_id(Core *c)
 
 static int Core_init(Core *c, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"operation_id", "name", "parent", "metadata", "register_globally",
-                             NULL};
+    static char *kwlist[] = {"operation_id",      "name", "parent", "metadata",
+                             "register_globally", NULL};
     PyObject *op_id = NULL, *name = NULL, *parent = NULL, *metadata = NULL, *reg = NULL;
     if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0)) {
         return ready() ? 0 : -1; /* Cancellable(): nothing to parse */
@@ -759,20 +757,20 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *exc = args[1];
     if (!c->entered || !SET(c->scope)) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this Cancellable is not running: __aexit__ without a successful __aenter__");
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "this Cancellable is not running: __aexit__ without a successful __aenter__");
         return NULL;
     }
-    int simple_exc = exc == Py_None ||
-                     (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_BaseExceptionGroup) &&
-                      !PyObject_IsInstance(exc, CancellationErrorClass));
+    int simple_exc =
+        exc == Py_None || (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_BaseExceptionGroup) &&
+                           !PyObject_IsInstance(exc, CancellationErrorClass));
     if (PyErr_Occurred()) {
         return NULL;
     }
     if (!fast_exit_ok(c) || !simple_exc) {
-        return PyObject_VectorcallMethod(s_aexit_slow, (PyObject *[]){(PyObject *)c, args[0],
-                                                                      args[1], args[2]},
-                                         4, NULL);
+        return PyObject_VectorcallMethod(
+            s_aexit_slow, (PyObject *[]){(PyObject *)c, args[0], args[1], args[2]}, 4, NULL);
     }
     PyObject *loop = engine_running_loop();
     if (loop == NULL) {
@@ -804,8 +802,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
                        PyTuple_GET_ITEM(c->source_reason, 1));
         } else if (SET(c->hook_reason) && PyTuple_Check(c->hook_reason) &&
                    PyTuple_GET_SIZE(c->hook_reason) == 2) {
-            set_reason(c, PyTuple_GET_ITEM(c->hook_reason, 0),
-                       PyTuple_GET_ITEM(c->hook_reason, 1));
+            set_reason(c, PyTuple_GET_ITEM(c->hook_reason, 0), PyTuple_GET_ITEM(c->hook_reason, 1));
         } else if (SET(c->token) && token_is_cancelled(c->token)) {
             PyObject *r = PyObject_GetAttrString(c->token, "reason");
             PyObject *m = r != NULL ? PyObject_GetAttrString(c->token, "message") : NULL;
@@ -858,8 +855,8 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     if (debug_enabled_fn != NULL) {
         /* logging guarded in C: Logger._cache answers without a call once warm
          * (the logging module clears it whenever a level changes) */
-        PyObject *en = logger_cache != NULL ? PyDict_GetItemWithError(logger_cache, debug_level)
-                                            : NULL;
+        PyObject *en =
+            logger_cache != NULL ? PyDict_GetItemWithError(logger_cache, debug_level) : NULL;
         if (en != NULL) {
             Py_INCREF(en);
         } else {
@@ -1127,14 +1124,16 @@ static PyGetSetDef Core_getset[] = {
     {"_name", (getter)get_name, (setter)set_name, NULL, NULL},
     {"_start_time", (getter)get_start_time, (setter)set_start_time, NULL, NULL},
     {"_end_time", (getter)get_end_time, (setter)set_end_time, NULL, NULL},
-    {"_token", (getter)get_token, NULL, "The operation's own token (created on first use).",
-     NULL},
+    {"_token", (getter)get_token, NULL, "The operation's own token (created on first use).", NULL},
     {"_fast_timeout", (getter)get_timeout, NULL,
      "The timeout kept in C by with_timeout() until a source object is needed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-#define OBJ(name, field) {name, T_OBJECT, offsetof(Core, field), 0, NULL}
+#define OBJ(name, field)                                                                           \
+    {                                                                                              \
+        name, T_OBJECT, offsetof(Core, field), 0, NULL                                             \
+    }
 static PyMemberDef Core_members[] = {
     OBJ("_id", id),
     OBJ("_ctx", ctx),

@@ -24,8 +24,8 @@ typedef struct engine_state {
     PyObject *FutureType;       /* asyncio.Future */
     /* interned attribute names */
     PyObject *s_cancel, *s_uncancel, *s_cancelling, *s_call_at, *s_call_soon,
-        *s_call_soon_threadsafe, *s_time, *s_fut_waiter, *s_must_cancel, *s_done,
-        *s_is_closed, *s_run_sync_soon, *s_add_done_callback, *s_split;
+        *s_call_soon_threadsafe, *s_time, *s_fut_waiter, *s_must_cancel, *s_done, *s_is_closed,
+        *s_run_sync_soon, *s_add_done_callback, *s_split;
     /* logging hook: callable(where: str, exc: BaseException) set from Python */
     PyObject *error_handler;
     /* live instance counters (introspection, leak tests) */

@@ -14,10 +14,10 @@
 
 /* Module-level objects owned by this file (created once at init, never freed: the module
  * uses single-phase init with m_size -1). */
-static PyObject *run_hook_obj;     /* the _engine._run_hook builtin */
-static PyObject *hook_runner;      /* async def _hook_runner(aw): await aw, report errors */
-static PyObject *pending_tasks;    /* set of asyncio tasks spawned by _run_hook */
-static PyObject *pending_discard;  /* bound method pending_tasks.discard */
+static PyObject *run_hook_obj;    /* the _engine._run_hook builtin */
+static PyObject *hook_runner;     /* async def _hook_runner(aw): await aw, report errors */
+static PyObject *pending_tasks;   /* set of asyncio tasks spawned by _run_hook */
+static PyObject *pending_discard; /* bound method pending_tasks.discard */
 static PyObject *s_create_task;
 
 /* Lazily resolved trio objects (only once trio is imported by the application). */
@@ -33,7 +33,7 @@ static int trio_loaded(void)
     if (trio_current_token != NULL) {
         return 1;
     }
-    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    PyObject *modules = PyImport_GetModuleDict();           /* borrowed */
     PyObject *trio = PyDict_GetItemString(modules, "trio"); /* borrowed, no error */
     if (trio == NULL || trio == Py_None) {
         return 0;
@@ -237,8 +237,7 @@ int engine_dispatch(PyObject *executor, PyObject *fn, PyObject *arg)
     int trio = is_trio_token(executor);
     if (trio) {
         res = PyObject_CallMethodObjArgs(executor, G.s_run_sync_soon, run_hook_obj, fn, arg, NULL);
-    }
-    else {
+    } else {
         res = PyObject_CallMethodObjArgs(executor, G.s_call_soon_threadsafe, run_hook_obj, fn, arg,
                                          NULL);
     }
@@ -251,12 +250,9 @@ int engine_dispatch(PyObject *executor, PyObject *fn, PyObject *arg)
     }
     if (trio && trio_run_finished != NULL && PyErr_ExceptionMatches(trio_run_finished)) {
         engine_report_error("hother.cancelable: token callback dropped, its trio run has finished");
-    }
-    else if (!trio && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
-        engine_report_error(
-            "hother.cancelable: token callback dropped, its event loop is closed");
-    }
-    else {
+    } else if (!trio && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        engine_report_error("hother.cancelable: token callback dropped, its event loop is closed");
+    } else {
         engine_report_error("hother.cancelable: cannot schedule token callback");
     }
     return 0;
@@ -269,8 +265,7 @@ static PyObject *py_capture_executor(PyObject *Py_UNUSED(self), PyObject *Py_UNU
 
 /* _report_error(where, exc): hand an exception object to engine_report_error (used by the
  * Python-level hook runner below). */
-static PyObject *py_report_error(PyObject *Py_UNUSED(self), PyObject *const *args,
-                                 Py_ssize_t nargs)
+static PyObject *py_report_error(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyExceptionInstance_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "_report_error(where: str, exc: BaseException)");

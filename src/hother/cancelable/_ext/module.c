@@ -104,10 +104,16 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef engine_module = {
-    PyModuleDef_HEAD_INIT, "hother.cancelable._engine",
+    PyModuleDef_HEAD_INIT,
+    "hother.cancelable._engine",
     "The C engine of hother.cancelable: cancel scopes for asyncio, per-loop deadline "
     "scheduling, token state and the registry table.",
-    -1, module_methods, NULL, NULL, NULL, NULL,
+    -1,
+    module_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 #define INTERN(field, text)                                                                        \

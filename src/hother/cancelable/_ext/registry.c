@@ -16,8 +16,7 @@
 #include "cc_table.h"
 
 typedef struct {
-    PyObject_HEAD
-    cc_table table;
+    PyObject_HEAD cc_table table;
     int ready; /* cc_table_init succeeded */
 } RegistryTable;
 
@@ -52,11 +51,11 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min, Py_ss
 {
     if (nargs < min || nargs > max) {
         if (min == max) {
-            PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", name,
-                         min, nargs);
+            PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", name, min,
+                         nargs);
         } else {
-            PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)",
-                         name, min, max, nargs);
+            PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)", name,
+                         min, max, nargs);
         }
         return 0;
     }
@@ -371,8 +370,7 @@ static PyMappingMethods table_as_mapping = {
 };
 
 static PyTypeObject RegistryTable_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hother.cancelable._engine.RegistryTable",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.RegistryTable",
     .tp_basicsize = sizeof(RegistryTable),
     .tp_dealloc = (destructor)table_dealloc,
     .tp_repr = (reprfunc)table_repr,

@@ -39,15 +39,14 @@
 typedef struct LoopEngine LoopEngine;
 
 typedef struct Scope {
-    PyObject_HEAD
-    cc_heap_node node;
+    PyObject_HEAD cc_heap_node node;
     double deadline;
-    LoopEngine *engine; /* strong while entered */
-    PyObject *host;     /* task, strong while entered */
-    struct Scope *parent; /* strong */
+    LoopEngine *engine;                              /* strong while entered */
+    PyObject *host;                                  /* task, strong while entered */
+    struct Scope *parent;                            /* strong */
     struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; children unlink at exit */
-    PyObject *members;  /* list of adopted tasks (or NULL) */
-    PyObject *reason;   /* cancel message (str) or NULL */
+    PyObject *members;                               /* list of adopted tasks (or NULL) */
+    PyObject *reason;                                /* cancel message (str) or NULL */
     Py_ssize_t cancel_count;
     Py_ssize_t cancelling_at_enter;
     unsigned char state; /* 0 new, 1 active, 2 exited */
@@ -60,14 +59,13 @@ typedef struct Scope {
 } Scope;
 
 struct LoopEngine {
-    PyObject_HEAD
-    PyObject *loop_ref;   /* weakref to the loop */
-    PyObject *key;        /* key in loop_engines */
-    PyObject *timer;      /* TimerHandle or NULL */
+    PyObject_HEAD PyObject *loop_ref; /* weakref to the loop */
+    PyObject *key;                    /* key in loop_engines */
+    PyObject *timer;                  /* TimerHandle or NULL */
     double timer_when;
-    PyObject *redeliver;  /* Handle of the coalesced callback or NULL */
-    PyObject *pending;    /* set of tasks to re-check */
-    PyObject *on_timer;   /* bound builtin: engine._on_timer */
+    PyObject *redeliver; /* Handle of the coalesced callback or NULL */
+    PyObject *pending;   /* set of tasks to re-check */
+    PyObject *on_timer;  /* bound builtin: engine._on_timer */
     PyObject *on_redeliver;
     double resolution;
     int stdlib_time; /* loop.time is asyncio's own (time.monotonic): read the clock in C */
@@ -78,15 +76,15 @@ struct LoopEngine {
 static PyTypeObject Scope_Type;
 static PyTypeObject LoopEngine_Type;
 
-static PyObject *task_scopes;  /* dict task -> innermost Scope */
-static PyObject *loop_engines; /* dict id(loop) -> LoopEngine */
+static PyObject *task_scopes;   /* dict task -> innermost Scope */
+static PyObject *loop_engines;  /* dict id(loop) -> LoopEngine */
 static PyObject *last_loop_ref; /* weakref of the loop of last_engine (fast path) */
 static LoopEngine *last_engine;
-static PyObject *release_cb;   /* builtin: _release_task(task) used as done callback */
+static PyObject *release_cb;     /* builtin: _release_task(task) used as done callback */
 static PyObject *base_loop_time; /* asyncio.BaseEventLoop.time (the function) */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
 
-#define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n) - offsetof(Scope, node)))
+#define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n)-offsetof(Scope, node)))
 
 /* ------------------------------------------------------------------------- */
 /* Small helpers                                                              */
@@ -483,7 +481,6 @@ static int deliver_scope(LoopEngine *e, Scope *s, PyObject *current)
     return 0;
 }
 
-
 /* Mark s cancelled and deliver now (we are on the loop thread). */
 static int scope_cancel_here(Scope *s, PyObject *loop, PyObject *reason_text, int from_deadline)
 {
@@ -685,7 +682,8 @@ static PyObject *Scope_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (sh != NULL) {
         if (!PyBool_Check(sh)) {
-            PyErr_Format(PyExc_TypeError, "shield must be a bool, not %.100s", Py_TYPE(sh)->tp_name);
+            PyErr_Format(PyExc_TypeError, "shield must be a bool, not %.100s",
+                         Py_TYPE(sh)->tp_name);
             return NULL;
         }
         shield = sh == Py_True;
@@ -969,8 +967,9 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
     if (running != loop) {
         Py_XDECREF(running);
         Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Attempted to exit a cancel scope outside the event loop it was entered in");
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "Attempted to exit a cancel scope outside the event loop it was entered in");
         return NULL;
     }
     Py_DECREF(running);
@@ -982,8 +981,9 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
     if (task != s->host) {
         Py_DECREF(task);
         Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Attempted to exit cancel scope in a different task than it was entered in");
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "Attempted to exit cancel scope in a different task than it was entered in");
         return NULL;
     }
     Py_DECREF(task);
@@ -1045,8 +1045,8 @@ static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
     if (s->state != 1 || s->engine == NULL) {
         s->cancel_called = 1;
         if (reason != Py_None && s->reason == NULL) {
-            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s,
-                                             reason);
+            s->reason =
+                PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s, reason);
             if (s->reason == NULL) {
                 return NULL;
             }
@@ -1217,9 +1217,9 @@ static PyObject *Scope_repr(Scope *s)
     if (d == NULL) {
         return NULL;
     }
-    PyObject *r = PyUnicode_FromFormat("<CancelScope %s deadline=%R shield=%s cancel_called=%s>",
-                                       state, d, s->shield ? "True" : "False",
-                                       s->cancel_called ? "True" : "False");
+    PyObject *r =
+        PyUnicode_FromFormat("<CancelScope %s deadline=%R shield=%s cancel_called=%s>", state, d,
+                             s->shield ? "True" : "False", s->cancel_called ? "True" : "False");
     Py_DECREF(d);
     return r;
 }
@@ -1238,8 +1238,8 @@ static PyGetSetDef Scope_getset[] = {
      "Absolute deadline in loop time (math.inf: none). Past values mean already expired.", NULL},
     {"shield", (getter)Scope_get_shield, (setter)Scope_set_shield,
      "When True, cancellation of enclosing scopes does not reach inside.", NULL},
-    {"cancel_called", (getter)Scope_get_flag, NULL, "True once cancel() ran or the deadline passed.",
-     (void *)0},
+    {"cancel_called", (getter)Scope_get_flag, NULL,
+     "True once cancel() ran or the deadline passed.", (void *)0},
     {"cancelled_caught", (getter)Scope_get_flag, NULL,
      "True when this scope swallowed its own cancellation on exit.", (void *)1},
     {"deadline_reached", (getter)Scope_get_flag, NULL,
@@ -1326,8 +1326,9 @@ int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
         return -1;
     }
     if (task != s->host) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Attempted to exit cancel scope in a different task than it was entered in");
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "Attempted to exit cancel scope in a different task than it was entered in");
         return -1;
     }
     if (innermost_of(s->host) != s) {
@@ -1589,8 +1590,7 @@ int engine_scope_init(PyObject *m)
     s_cr_running = PyUnicode_InternFromString("cr_running");
     s_cr_suspended = PyUnicode_InternFromString("cr_suspended");
     s_cr_frame = PyUnicode_InternFromString("cr_frame");
-    if (release_cb == NULL || !s_get_coro || !s_cr_running || !s_cr_suspended ||
-        !s_cr_frame) {
+    if (release_cb == NULL || !s_get_coro || !s_cr_running || !s_cr_suspended || !s_cr_frame) {
         return -1;
     }
     Py_INCREF(&Scope_Type);

@@ -43,8 +43,7 @@ typedef struct hook_entry {
 } hook_entry;
 
 typedef struct TokenCore {
-    PyObject_HEAD
-    cc_state state;
+    PyObject_HEAD cc_state state;
     PyObject *reason;       /* reason enum member, NULL until cancelled (or cancelled w/o reason) */
     PyObject *message;      /* str, or NULL for None */
     PyObject *id;           /* str, NULL until first read */
@@ -221,9 +220,8 @@ static int check_reason(PyObject *reason, int allow_none)
         return 0;
     }
     if (reason_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the cancellation reason type is not set; import "
-                        "hother.cancelable.core.token first");
+        PyErr_SetString(PyExc_RuntimeError, "the cancellation reason type is not set; import "
+                                            "hother.cancelable.core.token first");
         return -1;
     }
     int ok = PyObject_IsInstance(reason, reason_type);
@@ -358,8 +356,7 @@ static int hooks_remove_handle(TokenCore *self, Py_ssize_t handle)
         }
         if (h < handle) {
             lo = mid + 1;
-        }
-        else {
+        } else {
             hi = mid;
         }
     }
@@ -415,8 +412,7 @@ static int link_reason(TokenCore *src, int preserve, PyObject **reason, PyObject
     *msg = NULL;
     if (preserve && src->reason != NULL) {
         *reason = Py_NewRef(src->reason);
-    }
-    else if (reason_parent != NULL) {
+    } else if (reason_parent != NULL) {
         *reason = Py_NewRef(reason_parent);
     }
     if (preserve && src->message != NULL) {
@@ -602,8 +598,7 @@ int token_remove_hook_c(PyObject *tok, Py_ssize_t handle)
 /* ------------------------------------------------------------------------------------- */
 /* the type                                                                               */
 
-static PyObject *token_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
-                           PyObject *Py_UNUSED(kwds))
+static PyObject *token_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
     TokenCore *self = (TokenCore *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -633,8 +628,7 @@ static int token_init(TokenCore *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (id != Py_None && !PyUnicode_Check(id)) {
-        PyErr_Format(PyExc_TypeError, "id must be a str or None, got %.100s",
-                     Py_TYPE(id)->tp_name);
+        PyErr_Format(PyExc_TypeError, "id must be a str or None, got %.100s", Py_TYPE(id)->tp_name);
         return -1;
     }
     if (!PyBool_Check(is_cancelled)) {
@@ -673,8 +667,7 @@ static int token_init(TokenCore *self, PyObject *args, PyObject *kwds)
             if (when == -1.0 && PyErr_Occurred()) {
                 return -1;
             }
-        }
-        else {
+        } else {
             when = cc_now_realtime();
         }
     }
@@ -793,8 +786,7 @@ static PyObject *token_get_hook_count(TokenCore *self, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef token_getset[] = {
-    {"id", (getter)token_get_id, NULL, "The token id (a uuid4 string unless one was given).",
-     NULL},
+    {"id", (getter)token_get_id, NULL, "The token id (a uuid4 string unless one was given).", NULL},
     {"is_cancelled", (getter)token_get_is_cancelled, NULL, "True once the token is cancelled.",
      NULL},
     {"reason", (getter)token_get_reason, NULL,

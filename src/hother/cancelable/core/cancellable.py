@@ -27,12 +27,11 @@ import functools
 import inspect
 import logging
 import math
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .. import _engine
 from .exceptions import CancellationError
@@ -143,6 +142,9 @@ class Cancellable(_engine.CancellableCore):
     # lazy `_token` live in the C base `_engine.CancellableCore`; see _ext/cancellable.c.
     # Signature: Cancellable(operation_id=None, name=None, parent=None, metadata=None,
     #                        register_globally=False)
+    _ctx: OperationContext | None
+    _status: OperationStatus
+    _token_obj: LinkedCancellationToken | None
 
     # ------------------------------------------------------------------ factories
     @classmethod
@@ -245,7 +247,7 @@ class Cancellable(_engine.CancellableCore):
             import uuid
 
             op_id = self._id = str(uuid.uuid4())
-        return op_id  # type: ignore[no-any-return]
+        return op_id
 
     @property
     def context(self) -> OperationContext:
@@ -272,7 +274,7 @@ class Cancellable(_engine.CancellableCore):
     @property
     def token(self) -> LinkedCancellationToken:
         """The operation's own token (read-only)."""
-        return self._token
+        return cast(LinkedCancellationToken, self._token)
 
     @property
     def status(self) -> OperationStatus:
@@ -533,7 +535,7 @@ class Cancellable(_engine.CancellableCore):
         if reached is not None:
             return bool(reached)
         deadline = scope.deadline
-        return deadline != math.inf and self._backend.current_time() >= deadline
+        return bool(deadline != math.inf and self._backend.current_time() >= deadline)
 
     async def _aexit_slow(
         self,
@@ -686,7 +688,9 @@ class Cancellable(_engine.CancellableCore):
             or not isinstance(report_interval, int)
             or report_interval <= 0
         ):
-            raise ValueError(f"report_interval must be a positive int or None, got {report_interval!r}")
+            raise ValueError(
+                f"report_interval must be a positive int or None, got {report_interval!r}"
+            )
         count = 0
         buffer: list[T] | None = [] if buffer_partial else None
         iterator = async_iter.__aiter__() if hasattr(async_iter, "__aiter__") else async_iter

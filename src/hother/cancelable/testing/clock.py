@@ -39,7 +39,10 @@ import selectors
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 __all__ = [
     "VirtualClock",
@@ -132,22 +135,22 @@ class _VirtualSelector(selectors.BaseSelector):
         self._loop_ref: weakref.ref[VirtualClockEventLoop] = weakref.ref(loop)
 
     def register(
-        self, fileobj: selectors._FileObject, events: int, data: Any = None
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
     ) -> selectors.SelectorKey:
         return self._inner.register(fileobj, events, data)
 
-    def unregister(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._inner.unregister(fileobj)
 
     def modify(
-        self, fileobj: selectors._FileObject, events: int, data: Any = None
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
     ) -> selectors.SelectorKey:
         return self._inner.modify(fileobj, events, data)
 
-    def get_key(self, fileobj: selectors._FileObject) -> selectors.SelectorKey:
+    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._inner.get_key(fileobj)
 
-    def get_map(self) -> Mapping[selectors._FileObject, selectors.SelectorKey]:
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
         return self._inner.get_map()
 
     def close(self) -> None:
@@ -309,48 +312,71 @@ def run_with_virtual_clock(
 
     ``"uvloop"`` is refused: its C loop cannot run on a virtual clock.
     """
+    coro: Coroutine[Any, Any, T] | None = main if asyncio.iscoroutine(main) else None
+    try:
+        _check_run_args(main, args, mode, clock, autojump_threshold, is_coro=coro is not None)
+    except BaseException:
+        if coro is not None:
+            coro.close()  # never awaited: avoid the "coroutine was never awaited" warning
+        raise
+
+    if mode == "trio":
+        import trio
+
+        if clock is None:
+            clock = trio_mock_clock(autojump_threshold)
+        return trio.run(main, *args, clock=clock)  # type: ignore[arg-type]
+
+    if clock is None:
+        clock = VirtualClock(autojump_threshold)
+
+    async def runner() -> T:
+        if coro is not None:
+            awaitable = coro
+        else:
+            awaitable = cast(Callable[..., Coroutine[Any, Any, T]], main)(*args)
+        if mode == "anyio":
+            from ..backends.detection import use_backend
+
+            with use_backend("anyio"):
+                return await awaitable
+        return await awaitable
+
+    with asyncio.Runner(loop_factory=virtual_clock_loop_factory(clock)) as asyncio_runner:
+        return asyncio_runner.run(runner())
+
+
+def _check_run_args(
+    main: object,
+    args: tuple[Any, ...],
+    mode: object,
+    clock: object,
+    autojump_threshold: object,
+    *,
+    is_coro: bool,
+) -> None:
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a str, got {type(mode).__name__}")
     if mode == "uvloop":
         raise ValueError("mode: uvloop's event loop cannot run on a virtual clock")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    is_coro = asyncio.iscoroutine(main)
     if not is_coro and not callable(main):
         raise TypeError(f"main must be an async function or a coroutine, got {type(main).__name__}")
     if is_coro and args:
         raise TypeError("args are only accepted when main is a function, not a coroutine")
+    _check_seconds(autojump_threshold, "autojump_threshold", allow_inf=True)
     if clock is not None and autojump_threshold != 0.0:
         raise ValueError("pass either clock or autojump_threshold, not both")
-
     if mode == "trio":
         if is_coro:
-            main.close()  # type: ignore[union-attr]
             raise TypeError("main must be an async function (not a coroutine) in trio mode")
-        import trio
+        if clock is not None:
+            import trio
 
-        if clock is None:
-            clock = trio_mock_clock(autojump_threshold)
-        elif not isinstance(clock, trio.abc.Clock):
-            raise TypeError(f"clock must be a trio Clock in trio mode, got {type(clock).__name__}")
-        result: T = trio.run(main, *args, clock=clock)
-        return result
-
-    if clock is None:
-        clock = VirtualClock(autojump_threshold)
-    elif not isinstance(clock, VirtualClock):
-        if is_coro:
-            main.close()  # type: ignore[union-attr]
+            if not isinstance(clock, trio.abc.Clock):
+                raise TypeError(
+                    f"clock must be a trio Clock in trio mode, got {type(clock).__name__}"
+                )
+    elif clock is not None and not isinstance(clock, VirtualClock):
         raise TypeError(f"clock must be a VirtualClock in {mode} mode, got {type(clock).__name__}")
-
-    async def runner() -> T:
-        coro = main if is_coro else main(*args)  # type: ignore[operator]
-        if mode == "anyio":
-            from ..backends.detection import use_backend
-
-            with use_backend("anyio"):
-                return await coro  # type: ignore[no-any-return]
-        return await coro  # type: ignore[no-any-return]
-
-    with asyncio.Runner(loop_factory=virtual_clock_loop_factory(clock)) as asyncio_runner:
-        return asyncio_runner.run(runner())

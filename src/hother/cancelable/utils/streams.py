@@ -267,40 +267,40 @@ class _StreamRun(Generic[T]):
         try:
             try:
                 item = await self._pull()
+                count = self.count + 1
+                interval = self.report_interval
+                if interval is not None and count % interval == 0:
+                    await self.op.report_progress(
+                        f"Processed {count} items", {"count": count, "latest_item": item}
+                    )
             except StopAsyncIteration:
                 self.finish(OperationStatus.COMPLETED, completed=True)
                 raise
-            except CancellationError as exc:
-                self.finish(
-                    OperationStatus.CANCELLED,
-                    completed=False,
-                    reason=exc.reason,
-                    message=exc.message,
-                )
-                raise
             except BaseException as exc:
-                if _is_cancel_exc(exc, self.backend.get_cancelled_exc_class()):
-                    reason, message = self._cancel_reason()
-                    self.finish(
-                        OperationStatus.CANCELLED, completed=False, reason=reason, message=message
-                    )
-                else:
-                    self.finish(OperationStatus.FAILED, completed=False, error=str(exc))
+                self._record_failure(exc)
                 raise
-            self.count += 1
+            # counted (and buffered) once it is certain to reach the consumer
+            self.count = count
             if self.buffer is not None:
                 self.buffer.append(item)
-            interval = self.report_interval
-            if interval is not None and self.count % interval == 0:
-                await self.op.report_progress(
-                    f"Processed {self.count} items", {"count": self.count, "latest_item": item}
-                )
             return item
         finally:
             try:
                 _current_operation.reset(cv_token)
             except ValueError:  # pragma: no cover - reset from another context
                 _current_operation.set(None)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """A pull (or a progress report) raised: CANCELLED or FAILED."""
+        if isinstance(exc, CancellationError):
+            self.finish(
+                OperationStatus.CANCELLED, completed=False, reason=exc.reason, message=exc.message
+            )
+        elif _is_cancel_exc(exc, self.backend.get_cancelled_exc_class()):
+            reason, message = self._cancel_reason()
+            self.finish(OperationStatus.CANCELLED, completed=False, reason=reason, message=message)
+        else:
+            self.finish(OperationStatus.FAILED, completed=False, error=str(exc))
 
 
 def _progress_adapter(on_progress: Callable[[int, Any], Any]) -> Callable[..., Any]:
