@@ -10,8 +10,9 @@ pre-bound socket of 127.0.0.1 with a free port; stopped at the end of the sessio
 
 ``http_server`` gives the server matching the test's run mode (asyncio -> uvicorn, uvloop ->
 uvicorn-uvloop, anyio -> uvicorn-anyio, trio -> hypercorn-trio). Every server serves the same
-application, built by ``tests/integration/_apps.py``-style factories registered with
-:func:`register_app_factory` by the test modules (FastAPI routes, plain file routes).
+application: the test modules register app factories by path prefix with
+``server_pool.register(prefix, factory)`` (a factory takes the :class:`Recorder` side channel
+and returns an ASGI app; it is built lazily, once per server).
 
 Databases: ``postgres_dsn`` starts a private PostgreSQL cluster with ``scripts/postgres.sh``
 (in ``build/postgres-test-<pid>``, destroyed at the end of the session) unless the
@@ -26,7 +27,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,32 +71,33 @@ class Recorder:
         return values
 
 
-def new_key() -> str:
-    """A unique side-channel key."""
-    return uuid.uuid4().hex
+# --------------------------------------------------------------------------- apps
+AppFactory = Callable[[Recorder], Any]
 
 
-# --------------------------------------------------------------------------- app registry
-# Test modules register "mounts": (path prefix, factory(recorder) -> ASGI app). The first
-# prefix that matches the request path wins; "" is the fallback.
-_APP_FACTORIES: list[tuple[str, Callable[[Recorder], Any]]] = []
+class _Dispatcher:
+    """The ASGI app of one server: routes by path prefix to the registered test apps.
 
+    Apps are built lazily, per server, on the first request they serve.
+    """
 
-def register_app_factory(prefix: str, factory: Callable[[Recorder], Any]) -> None:
-    """Serve ``factory(recorder)`` for paths starting with ``prefix`` on every test server."""
-    for i, (existing, _) in enumerate(_APP_FACTORIES):
-        if existing == prefix:
-            _APP_FACTORIES[i] = (prefix, factory)
-            return
-    _APP_FACTORIES.append((prefix, factory))
-    _APP_FACTORIES.sort(key=lambda item: -len(item[0]))
+    def __init__(self, pool: ServerPool) -> None:
+        self._pool = pool
+        self._apps: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
+    def _app_for(self, path: str) -> Any:
+        for prefix, factory in self._pool.factories():
+            if path.startswith(prefix):
+                with self._lock:
+                    app = self._apps.get(prefix)
+                    if app is None:
+                        app = self._apps[prefix] = factory(self._pool.recorder)
+                return app
+        raise RuntimeError(f"no test app serves {path!r}")
 
-def _build_app(recorder: Recorder) -> Any:
-    apps = [(prefix, factory(recorder)) for prefix, factory in _APP_FACTORIES]
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # hypercorn always runs it
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
@@ -104,14 +105,7 @@ def _build_app(recorder: Recorder) -> Any:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        path = scope.get("path", "")
-        for prefix, sub in apps:
-            if path.startswith(prefix):
-                await sub(scope, receive, send)
-                return
-        raise RuntimeError(f"no test app serves {path!r}")
-
-    return app
+        await self._app_for(scope.get("path", ""))(scope, receive, send)
 
 
 # --------------------------------------------------------------------------- servers
@@ -129,6 +123,8 @@ class ServerThread:
     def __init__(self, kind: str, app: Any, recorder: Recorder) -> None:
         self.kind = kind
         self.recorder = recorder
+        #: ``"asyncio"`` or ``"anyio"``: the library backend the served code uses
+        self.backend = "anyio" if kind in ("uvicorn-anyio", "hypercorn-trio") else "asyncio"
         self._app = app
         self._sock = _listening_socket()
         port = self._sock.getsockname()[1]
@@ -224,13 +220,26 @@ class ServerPool:
     def __init__(self) -> None:
         self.recorder = Recorder()
         self._servers: dict[str, ServerThread] = {}
+        self._factories: list[tuple[str, AppFactory]] = []
         self._lock = threading.Lock()
+
+    def register(self, prefix: str, factory: AppFactory) -> None:
+        """Serve ``factory(recorder)`` for request paths starting with ``prefix``."""
+        with self._lock:
+            if all(existing != prefix for existing, _ in self._factories):
+                self._factories.append((prefix, factory))
+                self._factories.sort(key=lambda item: -len(item[0]))
+
+    def factories(self) -> list[tuple[str, AppFactory]]:
+        """The registered (prefix, factory) pairs, longest prefix first."""
+        with self._lock:
+            return list(self._factories)
 
     def get(self, kind: str) -> ServerThread:
         with self._lock:
             server = self._servers.get(kind)
             if server is None:
-                server = ServerThread(kind, _build_app(self.recorder), self.recorder).start()
+                server = ServerThread(kind, _Dispatcher(self), self.recorder).start()
                 self._servers[kind] = server
             return server
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from typing import Any
 
@@ -44,7 +44,7 @@ def fail_after(backend: Any, seconds: float = 10.0) -> Iterator[None]:
         pytest.fail(f"the block did not finish within {seconds} s")
 
 
-async def ticking(backend: Any, delay: float, n: float = math.inf) -> AsyncIterator[int]:
+async def ticking(backend: Any, delay: float, n: float = math.inf) -> AsyncGenerator[int, None]:
     """``0, 1, 2, ...`` one every ``delay`` seconds."""
     i = 0
     while i < n:
@@ -252,8 +252,9 @@ async def test_method_consumer_stops_early_and_leaves_nothing_behind(backend: An
 
         async def source(self) -> AsyncIterator[int]:
             try:
-                async for x in ticking(backend, 0.001):
-                    yield x
+                async with aclosing(ticking(backend, 0.001)) as ticks:
+                    async for x in ticks:
+                        yield x
             finally:
                 self.closed.set()
 

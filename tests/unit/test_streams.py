@@ -434,6 +434,7 @@ async def test_break_with_aclosing_completes_and_closes_the_source(backend: Any)
     await backend.sleep(0.15)
 
 
+@pytest.mark.filterwarnings("ignore:Async generator .* was garbage collected:ResourceWarning")
 async def test_break_without_closing_leaves_nothing_active(backend: Any) -> None:
     """§14.19: a consumer that just breaks is never cancelled later by the stream."""
     src = Source(backend)
@@ -652,6 +653,7 @@ async def test_iterator_checks_the_token_before_pulling(backend: Any, run_mode: 
     with pytest.raises(expected, match="stop"):
         await it.__anext__()
     assert src.pulled == 1
+    await it.aclose()
 
 
 async def test_iterator_inside_the_operation_is_cancelled_by_the_operation(
@@ -660,10 +662,14 @@ async def test_iterator_inside_the_operation_is_cancelled_by_the_operation(
     got: list[int] = []
     with fail_after(backend), pytest.raises(backend.get_cancelled_exc_class()):
         async with Cancellable() as c:
-            async for x in CancellableAsyncIterator(Source(backend).gen(), c):
-                got.append(x)
-                if x == 2:
-                    await c.cancel(message="done")
+            it = CancellableAsyncIterator(Source(backend).gen(), c)
+            try:
+                async for x in it:
+                    got.append(x)
+                    if x == 2:
+                        await c.cancel(message="done")
+            finally:
+                await it.aclose()
     assert got == [0, 1, 2]
     assert c.context.cancel_message == "done"
 

@@ -183,6 +183,7 @@ static PyObject *detection_override, *sniffio_local, *sniffio_cvar;
 static PyObject *s_aenter_slow, *s_aexit_slow, *s_on_token_cancelled, *s_name_attr,
     *s_total_seconds, *s_operation_id, *s_add, *s_timestamp, *s_log_finished;
 static PyObject *timeout_text; /* "Operation timed out" */
+static PyObject *closed_text;  /* GeneratorExit message */
 
 #define SET(x) ((x) != NULL && (x) != Py_None)
 
@@ -824,6 +825,10 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
                 set_reason(c, rs_manual, Py_None);
             }
         }
+    } else if (PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_GeneratorExit)) {
+        /* an async generator closed by its consumer: stopped early, not failed */
+        status = st_cancelled;
+        set_reason(c, rs_manual, closed_text);
     } else {
         status = st_failed;
         PyObject *text = PyObject_Str(exc);
@@ -1261,6 +1266,10 @@ int engine_cancellable_init(PyObject *m)
     s_timestamp = PyUnicode_InternFromString("timestamp");
     s_log_finished = PyUnicode_InternFromString("_log_finished");
     timeout_text = PyUnicode_InternFromString("Operation timed out");
+    closed_text = PyUnicode_InternFromString("Closed before completion (GeneratorExit)");
+    if (closed_text == NULL) {
+        return -1;
+    }
     debug_level = PyLong_FromLong(10);
     if (debug_level == NULL) {
         return -1;

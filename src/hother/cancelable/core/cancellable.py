@@ -579,6 +579,13 @@ class Cancellable(_engine.CancellableCore):
                 self._set_cancel(reason, message)
                 self._set_status(_CANCELLED)
                 await self._run_cancel_callbacks()
+            elif isinstance(exc, GeneratorExit):
+                # an async generator closed by its consumer: stopped early, not failed
+                self._set_cancel(
+                    CancellationReason.MANUAL, "Closed before completion (GeneratorExit)"
+                )
+                self._set_status(_CANCELLED)
+                await self._run_cancel_callbacks()
             else:
                 self._set_error(str(exc))
                 self._set_status(_FAILED)

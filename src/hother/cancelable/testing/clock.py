@@ -200,6 +200,21 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     :func:`run_with_virtual_clock`.
     """
 
+    def __new__(
+        cls,
+        clock: VirtualClock | None = None,
+        *,
+        selector: selectors.BaseSelector | None = None,
+    ) -> VirtualClockEventLoop:
+        # Validate here: a loop object whose __init__ failed would complain in __del__.
+        if clock is not None and not isinstance(clock, VirtualClock):
+            raise TypeError(f"clock must be a VirtualClock or None, got {type(clock).__name__}")
+        if selector is not None and not isinstance(selector, selectors.BaseSelector):
+            raise TypeError(
+                f"selector must be a selectors.BaseSelector or None, got {type(selector).__name__}"
+            )
+        return super().__new__(cls)
+
     def __init__(
         self,
         clock: VirtualClock | None = None,
@@ -209,14 +224,8 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
         """Create the loop (not running, not set as the current loop)."""
         if clock is None:
             clock = VirtualClock()
-        elif not isinstance(clock, VirtualClock):
-            raise TypeError(f"clock must be a VirtualClock or None, got {type(clock).__name__}")
         if selector is None:
             selector = selectors.DefaultSelector()
-        elif not isinstance(selector, selectors.BaseSelector):
-            raise TypeError(
-                f"selector must be a selectors.BaseSelector or None, got {type(selector).__name__}"
-            )
         self._clock = clock
         self._autojump_suspended = 0
         super().__init__(_VirtualSelector(selector, self))

@@ -57,7 +57,7 @@ def _is_async_callable(func: object) -> bool:
         return True
     if isinstance(func, functools.partial):
         return _is_async_callable(func.func)
-    call = getattr(type(func), "__call__", None)  # noqa: B004 - instances with async __call__
+    call = getattr(type(func), "__call__", None)  # noqa: B004 (an async __call__ method)
     return (
         call is not None
         and not inspect.isfunction(func)

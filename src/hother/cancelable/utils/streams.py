@@ -256,7 +256,8 @@ class _StreamRun(Generic[T]):
             self.scope = None
             self._note_deadline(scope)
         # the scope swallowed its own cancellation: the consumer still has to see it
-        assert error is not None
+        if error is None:  # pragma: no cover - a scope only swallows an exception
+            raise RuntimeError("cancel scope exited without an exception or a result")
         raise error
 
     async def next(self) -> T:
