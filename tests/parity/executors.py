@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,19 +225,15 @@ class AnyioExecutor(_AsyncioExecutor):
 
 
 @contextmanager
-def _trio_batch_order(order: str | None) -> Iterator[None]:
-    """Force trio's scheduling of each batch of runnable tasks (it reverses it at random)."""
-    if order is None:
+def _trio_schedule(seed: int | None) -> Iterator[None]:
+    """Make trio's scheduling of runnable tasks follow ``seed`` (it is random otherwise)."""
+    if seed is None:
         yield
         return
     from trio._core import _run
 
-    class _Fixed:
-        def random(self) -> float:
-            return 0.0 if order == "reverse" else 0.99
-
     saved = _run._r
-    _run._r = _Fixed()  # type: ignore[assignment]
+    _run._r = random.Random(seed)
     try:
         yield
     finally:
@@ -247,11 +244,11 @@ def _trio_batch_order(order: str | None) -> Iterator[None]:
 class TrioExecutor(Executor):
     """trio: ``trio.CancelScope`` and nurseries under ``MockClock(autojump_threshold=0)``.
 
-    ``order`` fixes trio's batch scheduling (``"forward"``/``"reverse"``) to check that a
-    program is race-free; ``None`` keeps trio's random order.
+    ``seed`` fixes trio's scheduling order of runnable tasks (runs with different seeds
+    must give the same traces: the program is race-free); ``None`` leaves it alone.
     """
 
-    order: str | None = None
+    seed: int | None = None
     name = "trio"
 
     def __post_init__(self) -> None:
@@ -263,7 +260,7 @@ class TrioExecutor(Executor):
         import trio
         from trio.testing import MockClock
 
-        with _trio_batch_order(self.order):
+        with _trio_schedule(self.seed):
             result: Traces = trio.run(self._root, program, clock=MockClock(autojump_threshold=0))
         return result
 
@@ -514,4 +511,3 @@ def run_program(impl: str, program: Program, **options: Any) -> Traces:
     return executor.run(program)
 
 
-_Coro = Coroutine[Any, Any, Any]

@@ -225,9 +225,11 @@ _DEADLINES: tuple[Any, ...] = ("past", "now", 1, 2, 3)
 _NEW_DEADLINES: tuple[Any, ...] = ("past", "now", "inf", 1, 2)
 
 
-def _block(draw: Any, g: _GenState, t: _TaskState, depth: int) -> tuple[Op, ...]:
-    ops: list[Op] = []
-    length = draw(st.integers(0, 4 if depth < g.max_depth else 2))
+def _block(
+    draw: Any, g: _GenState, t: _TaskState, depth: int, first: Op | None = None
+) -> tuple[Op, ...]:
+    ops: list[Op] = [] if first is None else [first]
+    length = draw(st.integers(1 if depth == 0 else 0, 5 if depth < g.max_depth else 2))
     for _ in range(length):
         if g.budget <= 0:
             break
@@ -299,11 +301,16 @@ def _op(draw: Any, g: _GenState, t: _TaskState, depth: int) -> Op | None:
         g.all_scopes.append(name)
         t.groups.append(name)
         saved, t.shieldable = t.shieldable, []
-        body = _block(draw, g, t, depth + 1)
+        # most groups get a child at once (a group without children tests little)
+        first = _spawn(draw, g, t, depth) if draw(st.integers(0, 3)) else None
+        body = _block(draw, g, t, depth + 1, first)
         t.shieldable = saved
         t.groups.pop()
         return ("group", name, body)
-    # spawn
+    return _spawn(draw, g, t, depth)
+
+
+def _spawn(draw: Any, g: _GenState, t: _TaskState, depth: int) -> Op:
     if not t.groups or g.tasks >= MAX_TASKS:
         return ("cp", g.label())
     g.tasks += 1
@@ -319,7 +326,8 @@ def programs(draw: Any, budget: int = 16, max_depth: int = 4) -> Program:
     main = _block(draw, g, _TaskState(), 0)
     actions: list[Action] = []
     if g.all_scopes:
-        ticks = draw(st.lists(st.integers(0, 5), max_size=3, unique=True))
+        count = draw(st.integers(0, 3))
+        ticks = draw(st.lists(st.integers(0, 3), min_size=count, max_size=count, unique=True))
         for tick in sorted(ticks):
             how = draw(st.sampled_from(("task", "thread")))
             actions.append((tick, how, draw(st.sampled_from(g.all_scopes))))

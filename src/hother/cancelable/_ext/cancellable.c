@@ -163,6 +163,7 @@ typedef struct {
     PyObject *children, *parent_ref, *parent_id;
     PyObject *source_reason, *hook_reason, *source_error;
     PyObject *timeout_obj; /* the timeout as given (fast with_timeout), or NULL */
+    PyObject *executor;    /* trio fast path: the TrioToken of the run (for late token hooks) */
     double timeout;        /* INFINITY: none */
     Py_ssize_t hook;
     char entered, registered, register_globally, fast, timeout_name;
@@ -175,6 +176,11 @@ static PyObject *st_pending, *st_running, *st_completed, *st_cancelled, *st_fail
 static PyObject *rs_timeout, *rs_manual;
 static PyObject *LinkedTokenClass, *TimeoutSourceClass, *CancellationErrorClass, *WeakSetClass;
 static PyObject *asyncio_backend; /* the cached AsyncioBackend instance */
+static PyObject *anyio_backend, *anyio_backend_fn; /* the cached AnyioBackend instance */
+/* trio fast path (trio >= 0.27: CancelScope(relative_deadline=...)); looked up on first use */
+static PyObject *trio_scope_cls, *trio_cancelled, *trio_current_time, *kw_relative_deadline;
+static int trio_fast_state; /* 0 unknown, 1 available, -1 unavailable */
+static PyObject *s_enter, *s_exit, *s_cancel_called, *s_deadline;
 static PyObject *validate_timeout_fn, *asyncio_backend_fn, *datetime_from_ts, *utc;
 static PyObject *debug_enabled_fn;           /* logger.isEnabledFor */
 static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
@@ -335,6 +341,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
     Py_VISIT(c->hook_reason);
     Py_VISIT(c->source_error);
     Py_VISIT(c->timeout_obj);
+    Py_VISIT(c->executor);
     return 0;
 }
 
@@ -370,6 +377,7 @@ static int Core_clear(Core *c)
     Py_CLEAR(c->hook_reason);
     Py_CLEAR(c->source_error);
     Py_CLEAR(c->timeout_obj);
+    Py_CLEAR(c->executor);
     return 0;
 }
 
@@ -531,63 +539,113 @@ static PyObject *Core_with_timeout(PyObject *cls, PyObject *const *args, Py_ssiz
     return obj;
 }
 
-/* --- backend check: is the caller on the native asyncio backend? --- */
-static int native_asyncio(PyObject **loop_out)
+/* --- backend check: which fast path may serve the caller? --- */
+enum { MODE_OTHER = 0, MODE_ASYNCIO = 1, MODE_TRIO = 2 };
+
+static int trio_fast_ready(void)
 {
-    PyObject *loop = engine_running_loop();
-    if (loop == NULL) {
+    if (trio_fast_state != 0) {
+        return trio_fast_state > 0;
+    }
+    trio_fast_state = -1;
+    PyObject *trio = PyImport_ImportModule("trio");
+    if (trio == NULL) {
+        PyErr_Clear();
         return 0;
     }
+    trio_scope_cls = PyObject_GetAttrString(trio, "CancelScope");
+    trio_cancelled = PyObject_GetAttrString(trio, "Cancelled");
+    trio_current_time = PyObject_GetAttrString(trio, "current_time");
+    Py_DECREF(trio);
+    kw_relative_deadline = Py_BuildValue("(s)", "relative_deadline");
+    if (trio_scope_cls == NULL || trio_cancelled == NULL || trio_current_time == NULL ||
+        kw_relative_deadline == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    /* CancelScope(relative_deadline=...) exists from trio 0.27 on */
+    PyObject *one = PyFloat_FromDouble(1.0);
+    PyObject *probe =
+        one != NULL ? PyObject_Vectorcall(trio_scope_cls, &one, 0, kw_relative_deadline) : NULL;
+    Py_XDECREF(one);
+    if (probe == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(probe);
+    trio_fast_state = 1;
+    return 1;
+}
+
+/* MODE_ASYNCIO (with *loop_out set), MODE_TRIO, or MODE_OTHER (the Python path decides,
+ * and raises the detection errors). Mirrors backends/detection.py. */
+static int fast_mode(PyObject **loop_out)
+{
+    int forced = 0; /* 0: none, 1: asyncio, 2: anyio */
     PyObject *v = NULL;
-    if (detection_override != NULL) {
-        if (PyContextVar_Get(detection_override, Py_None, &v) < 0) {
-            PyErr_Clear();
-            Py_DECREF(loop);
-            return 0;
-        }
-        int forced_other = v != Py_None && PyUnicode_CompareWithASCIIString(v, "asyncio") != 0;
-        int forced_asyncio = v != Py_None && !forced_other;
-        Py_DECREF(v);
-        if (forced_other) {
-            Py_DECREF(loop);
-            return 0;
-        }
-        if (!forced_asyncio) {
-            const char *env = getenv("HOTHER_CANCELABLE_BACKEND");
-            if (env != NULL && env[0] != '\0' && strcmp(env, "asyncio") != 0) {
-                Py_DECREF(loop);
-                return 0;
-            }
-        }
+    if (detection_override == NULL || sniffio_cvar == NULL || sniffio_local == NULL) {
+        return MODE_OTHER;
     }
-    if (sniffio_cvar != NULL) {
-        if (PyContextVar_Get(sniffio_cvar, Py_None, &v) < 0) {
-            PyErr_Clear();
-            Py_DECREF(loop);
-            return 0;
-        }
-        int other = v != Py_None;
-        Py_DECREF(v);
-        if (other) {
-            Py_DECREF(loop);
-            return 0;
-        }
+    if (PyContextVar_Get(detection_override, Py_None, &v) < 0) {
+        PyErr_Clear();
+        return MODE_OTHER;
     }
-    if (sniffio_local != NULL) {
-        v = PyObject_GetAttr(sniffio_local, s_name_attr);
-        if (v == NULL) {
-            PyErr_Clear();
+    if (v != Py_None) {
+        int ok = PyUnicode_Check(v);
+        if (ok && PyUnicode_CompareWithASCIIString(v, "asyncio") == 0) {
+            forced = 1;
+        } else if (ok && PyUnicode_CompareWithASCIIString(v, "anyio") == 0) {
+            forced = 2;
         } else {
-            int other = v != Py_None;
             Py_DECREF(v);
-            if (other) {
-                Py_DECREF(loop);
-                return 0;
+            return MODE_OTHER;
+        }
+    } else {
+        const char *env = getenv("HOTHER_CANCELABLE_BACKEND");
+        if (env != NULL && env[0] != '\0') {
+            if (strcmp(env, "asyncio") == 0) {
+                forced = 1;
+            } else if (strcmp(env, "anyio") == 0) {
+                forced = 2;
+            } else {
+                Py_DECREF(v);
+                return MODE_OTHER; /* invalid value: detection raises */
             }
         }
+    }
+    Py_DECREF(v);
+    if (PyContextVar_Get(sniffio_cvar, Py_None, &v) < 0) {
+        PyErr_Clear();
+        return MODE_OTHER;
+    }
+    int other = v != Py_None;
+    Py_DECREF(v);
+    if (other) {
+        return MODE_OTHER;
+    }
+    v = PyObject_GetAttr(sniffio_local, s_name_attr);
+    if (v == NULL) {
+        PyErr_Clear();
+        return MODE_OTHER;
+    }
+    if (v != Py_None) {
+        int is_trio = PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, "trio") == 0;
+        Py_DECREF(v);
+        if (is_trio && forced != 1 && trio_fast_ready()) {
+            return MODE_TRIO;
+        }
+        return MODE_OTHER;
+    }
+    Py_DECREF(v);
+    if (forced == 2) {
+        return MODE_OTHER; /* the anyio backend forced on asyncio */
+    }
+    PyObject *loop = engine_running_loop();
+    if (loop == NULL) {
+        return MODE_OTHER;
     }
     *loop_out = loop;
-    return 1;
+    return MODE_ASYNCIO;
 }
 
 static int fast_enter_ok(Core *c)
@@ -621,7 +679,7 @@ static int add_token_hook(Core *c)
     if (fn == NULL) {
         return -1;
     }
-    PyObject *h = token_add_hook_c(c->token, fn, NULL);
+    PyObject *h = token_add_hook_c(c->token, fn, SET(c->executor) ? c->executor : NULL);
     Py_DECREF(fn);
     if (h == NULL) {
         return -1;
@@ -651,6 +709,82 @@ static PyObject *enter_slow(Core *c)
     return PyObject_CallMethodNoArgs((PyObject *)c, s_aenter_slow);
 }
 
+/* The trio fast path: a trio.CancelScope entered directly (no anyio in between). */
+static PyObject *enter_trio(Core *c)
+{
+    if (!SET(c->backend)) {
+        if (anyio_backend == NULL) {
+            anyio_backend = PyObject_CallNoArgs(anyio_backend_fn);
+            if (anyio_backend == NULL) {
+                return NULL;
+            }
+        }
+        Py_INCREF(anyio_backend);
+        Py_XSETREF(c->backend, anyio_backend);
+    }
+    PyObject *scope;
+    if (c->timeout != INFINITY) {
+        PyObject *t = PyFloat_FromDouble(c->timeout);
+        if (t == NULL) {
+            return NULL;
+        }
+        scope = PyObject_Vectorcall(trio_scope_cls, &t, 0, kw_relative_deadline);
+        Py_DECREF(t);
+    } else {
+        scope = PyObject_CallNoArgs(trio_scope_cls);
+    }
+    if (scope == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(scope, s_enter);
+    if (r == NULL) {
+        Py_DECREF(scope);
+        return NULL;
+    }
+    Py_DECREF(r);
+    c->entered = 1;
+    c->fast = 2;
+    Py_XSETREF(c->scope, scope);
+    /* the run's TrioToken: a token created later from another thread must still cancel
+     * this scope in the trio thread */
+    PyObject *ex = engine_capture_executor();
+    if (ex == NULL) {
+        goto undo;
+    }
+    Py_XSETREF(c->executor, ex);
+    if (SET(c->token)) {
+        if (add_token_hook(c) < 0) {
+            goto undo;
+        }
+    }
+    Py_INCREF(st_running);
+    Py_XSETREF(c->status, st_running);
+    c->start_time = cc_now_realtime();
+    PyObject *tok = PyContextVar_Set(current_operation_var, (PyObject *)c);
+    if (tok == NULL) {
+        goto undo;
+    }
+    Py_XSETREF(c->cv_token, tok);
+    return immediate_new((PyObject *)c);
+undo : {
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    if (c->hook > 0) {
+        token_remove_hook_c(c->token, c->hook);
+        c->hook = 0;
+    }
+    PyObject *res = PyObject_CallMethodObjArgs(c->scope, s_exit, Py_None, Py_None, Py_None, NULL);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+    Py_INCREF(st_failed);
+    Py_XSETREF(c->status, st_failed);
+    PyErr_Restore(et, ev, etb);
+    return NULL;
+}
+}
+
 static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
 {
     if (!ready()) {
@@ -663,7 +797,14 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
         return NULL;
     }
     PyObject *loop = NULL;
-    if (!fast_enter_ok(c) || !native_asyncio(&loop)) {
+    if (!fast_enter_ok(c)) {
+        return enter_slow(c);
+    }
+    int mode = fast_mode(&loop);
+    if (mode == MODE_TRIO) {
+        return enter_trio(c);
+    }
+    if (mode != MODE_ASYNCIO) {
         return enter_slow(c);
     }
     PyObject *task = engine_current_task(loop);
@@ -750,6 +891,31 @@ static int set_reason(Core *c, PyObject *reason, PyObject *message)
     return 0;
 }
 
+/* cancel_called of a trio scope, and whether its deadline has passed (trio.current_time()). */
+static void trio_scope_flags(PyObject *scope, int *called, int *reached)
+{
+    *called = *reached = 0;
+    PyObject *cc = PyObject_GetAttr(scope, s_cancel_called);
+    if (cc == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    *called = cc == Py_True;
+    Py_DECREF(cc);
+    if (!*called) {
+        return;
+    }
+    PyObject *dl = PyObject_GetAttr(scope, s_deadline);
+    PyObject *now = dl != NULL ? PyObject_CallNoArgs(trio_current_time) : NULL;
+    if (dl != NULL && now != NULL) {
+        double d = PyFloat_AsDouble(dl), n = PyFloat_AsDouble(now);
+        *reached = !PyErr_Occurred() && d != INFINITY && n >= d;
+    }
+    Py_XDECREF(dl);
+    Py_XDECREF(now);
+    PyErr_Clear();
+}
+
 static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
@@ -773,20 +939,32 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return PyObject_VectorcallMethod(
             s_aexit_slow, (PyObject *[]){(PyObject *)c, args[0], args[1], args[2]}, 4, NULL);
     }
-    PyObject *loop = engine_running_loop();
-    if (loop == NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Cancellable exited outside the event loop it was entered in");
-        return NULL;
-    }
-    PyObject *task = engine_current_task(loop);
-    if (task == NULL) {
+    int rc;
+    PyObject *cancel_cls;
+    if (c->fast == 2) {
+        PyObject *r = PyObject_VectorcallMethod(
+            s_exit, (PyObject *[]){c->scope, args[0], args[1], args[2]}, 4, NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+        cancel_cls = trio_cancelled;
+        Py_CLEAR(c->executor);
+    } else {
+        PyObject *loop = engine_running_loop();
+        if (loop == NULL) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "Cancellable exited outside the event loop it was entered in");
+            return NULL;
+        }
+        PyObject *task = engine_current_task(loop);
+        if (task == NULL) {
+            Py_DECREF(loop);
+            return NULL;
+        }
+        rc = scope_exit_c(c->scope, loop, task, exc);
+        Py_DECREF(task);
         Py_DECREF(loop);
-        return NULL;
+        cancel_cls = G.CancelledError;
     }
-    int rc = scope_exit_c(c->scope, loop, task, exc);
-    Py_DECREF(task);
-    Py_DECREF(loop);
     PyObject *scope_err_t = NULL, *scope_err_v = NULL, *scope_err_tb = NULL;
     if (rc < 0) {
         PyErr_Fetch(&scope_err_t, &scope_err_v, &scope_err_tb);
@@ -795,7 +973,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     PyObject *status;
     if (exc == Py_None) {
         status = st_completed;
-    } else if (PyObject_TypeCheck(exc, (PyTypeObject *)G.CancelledError)) {
+    } else if (PyObject_TypeCheck(exc, (PyTypeObject *)cancel_cls)) {
         status = st_cancelled;
         if (SET(c->source_reason) && PyTuple_Check(c->source_reason) &&
             PyTuple_GET_SIZE(c->source_reason) == 2) {
@@ -818,7 +996,11 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
             }
         } else {
             int called = 0, reached = 0;
-            scope_flags(c->scope, &called, &reached);
+            if (c->fast == 2) {
+                trio_scope_flags(c->scope, &called, &reached);
+            } else {
+                scope_flags(c->scope, &called, &reached);
+            }
             if (called && reached) {
                 set_reason(c, rs_timeout, timeout_text);
             } else {
@@ -1096,6 +1278,8 @@ static PyObject *get_token(Core *c, void *Py_UNUSED(x))
         Py_XSETREF(c->token, t);
         /* a token created while the fast path runs must still cancel the scope */
         if (c->fast && SET(c->scope) && SET(c->cv_token) && c->hook == 0) {
+            /* trio: c->executor (the run's TrioToken, captured at enter) makes the hook run
+             * in the trio thread even when the token is created from another thread */
             if (add_token_hook(c) < 0) {
                 return NULL;
             }
@@ -1232,6 +1416,7 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         take(d, "WeakSet", &WeakSetClass) < 0 ||
         take(d, "validate_timeout", &validate_timeout_fn) < 0 ||
         take(d, "asyncio_backend", &asyncio_backend_fn) < 0 ||
+        take(d, "anyio_backend", &anyio_backend_fn) < 0 ||
         take(d, "datetime_fromtimestamp", &datetime_from_ts) < 0 || take(d, "utc", &utc) < 0 ||
         take(d, "debug_enabled", &debug_enabled_fn) < 0 ||
         take(d, "logger_cache", &logger_cache) < 0 ||
@@ -1267,6 +1452,13 @@ int engine_cancellable_init(PyObject *m)
     s_log_finished = PyUnicode_InternFromString("_log_finished");
     timeout_text = PyUnicode_InternFromString("Operation timed out");
     closed_text = PyUnicode_InternFromString("Closed before completion (GeneratorExit)");
+    s_enter = PyUnicode_InternFromString("__enter__");
+    s_exit = PyUnicode_InternFromString("__exit__");
+    s_cancel_called = PyUnicode_InternFromString("cancel_called");
+    s_deadline = PyUnicode_InternFromString("deadline");
+    if (!s_enter || !s_exit || !s_cancel_called || !s_deadline) {
+        return -1;
+    }
     if (closed_text == NULL) {
         return -1;
     }

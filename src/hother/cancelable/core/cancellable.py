@@ -803,6 +803,12 @@ def _asyncio_backend() -> Any:
     return get_backend("asyncio")
 
 
+def _anyio_backend() -> Any:
+    from ..backends import get_backend
+
+    return get_backend("anyio")
+
+
 def _hand_over_to_engine() -> None:
     import threading
     import weakref as _weakref
@@ -827,6 +833,7 @@ def _hand_over_to_engine() -> None:
             "WeakSet": _weakref.WeakSet,
             "validate_timeout": validate_timeout,
             "asyncio_backend": _asyncio_backend,
+            "anyio_backend": _anyio_backend,
             "datetime_fromtimestamp": datetime.fromtimestamp,
             "utc": UTC,
             "debug_enabled": logger.isEnabledFor,

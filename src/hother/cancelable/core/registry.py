@@ -434,6 +434,8 @@ class OperationRegistry:
             raise TypeError(
                 f"older_than must be a timedelta or None, got {type(older_than).__name__}"
             )
+        if not isinstance(keep_failed, bool):
+            raise TypeError(f"keep_failed must be a bool, got {type(keep_failed).__name__}")
         cutoff = datetime.now(UTC) - older_than if older_than is not None else None
         moved: list[OperationContext] = []
         for op in self._active():

@@ -181,10 +181,12 @@ class RequestCancellationMiddleware:
 
     For each ``http`` request: ``scope["cancellation_token"]`` is a fresh
     :class:`CancellationToken`, cancelled with reason ``SIGNAL`` and message
-    ``"Client disconnected"`` when the client goes away; ``scope["cancellation_operation"]``
-    is the request's :class:`Cancellable` (named ``"{METHOD} {path}"``), which runs the app:
-    a disconnect or the deadline cancels the whole request handling, whatever the
-    endpoint uses. Operations made by :func:`cancellable_dependency` are its children.
+    ``"Client disconnected"`` when the client goes away, or with reason ``TIMEOUT`` when
+    ``default_timeout`` passes before the response is complete;
+    ``scope["cancellation_operation"]`` is the request's :class:`Cancellable` (named
+    ``"{METHOD} {path}"``, linked to the token), which runs the app: a disconnect or the
+    deadline cancels the whole request handling, whatever the endpoint uses. Operations made
+    by :func:`cancellable_dependency` are linked to the same token and record its reason.
     Other scope types (``websocket``, ``lifespan``) pass through untouched.
     """
 
@@ -208,13 +210,13 @@ class RequestCancellationMiddleware:
             name=f"{scope.get('method', '?')} {scope.get('path', '')}",
             metadata={"method": scope.get("method"), "path": scope.get("path")},
         )
-        if self.default_timeout is not None:
-            op.add_source(TimeoutSource(self.default_timeout))
         scope[OPERATION_KEY] = op
         cancel_exc = _cancel_exc_class()
         error: BaseException | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch.watch)
+            if self.default_timeout is not None:
+                tg.start_soon(self._deadline, watch, token)
             try:
                 try:
                     async with op:
@@ -234,6 +236,14 @@ class RequestCancellationMiddleware:
                 raise error
             finally:
                 error = None
+
+    async def _deadline(self, watch: _RequestWatch, token: CancellationToken) -> None:
+        """Cancel the request token with reason TIMEOUT at ``default_timeout``."""
+        await anyio.sleep(self.default_timeout or 0)
+        if not watch.response_complete:
+            token.cancel_sync(
+                CancellationReason.TIMEOUT, f"Request timed out after {self.default_timeout}s"
+            )
 
     @staticmethod
     async def _answer_cancelled(watch: _RequestWatch, reason: CancellationReason) -> None:
@@ -281,8 +291,7 @@ async def cancellable_dependency(request: Request, timeout: float | None = None)
 
     It is cancelled when the client disconnects (through the request token) and when
     ``timeout`` seconds have passed since it was entered. Name ``"{METHOD} {path}"``,
-    metadata ``method``, ``path``, ``client`` (the client host or ``None``); a child of the
-    middleware's request operation when there is one.
+    metadata ``method``, ``path``, ``client`` (the client host or ``None``).
 
     Used as ``Depends(cancellable_dependency)``, FastAPI exposes ``timeout`` as an optional
     query parameter; use ``Depends(request_cancellable(timeout=...))`` to fix it server-side.
@@ -298,13 +307,7 @@ async def cancellable_dependency(request: Request, timeout: float | None = None)
         "path": path,
         "client": request.client.host if request.client else None,
     }
-    parent = request.scope.get(OPERATION_KEY)
-    op = Cancellable.with_token(
-        token,
-        name=f"{method} {path}",
-        metadata=metadata,
-        parent=parent if isinstance(parent, Cancellable) else None,
-    )
+    op = Cancellable.with_token(token, name=f"{method} {path}", metadata=metadata)
     if seconds is not None:
         op.add_source(TimeoutSource(seconds))
     return op
