@@ -1,7 +1,8 @@
 """Cancellation across threads, in every run mode.
 
 1. ``cancel_sync()`` from plain threads: ten threads race, exactly one wins;
-2. ``cancel_sync()`` from a signal handler (``signal.signal``), the signal sent by a thread;
+2. ``cancel_sync()`` from a signal handler (``signal.signal``), the signal sent by a thread
+   (for real services prefer ``Cancellable.with_signal()``, see signal_service.py);
 3. ``run_in_thread()``: blocking code runs in a worker thread with the operation current,
    reports back with ``call_soon_threadsafe`` and stops cooperatively on the token;
 4. the registry's sync twins (``list_operations_sync``, ``cancel_operation_sync``,
@@ -17,12 +18,14 @@ Nothing needs to be started first: no bridge, no loop reference passed to the th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from _common import outcome, parse_modes, run, say, section
@@ -69,6 +72,33 @@ async def racing_threads_demo() -> None:
     say(f"raced: {outcome(op)}")
 
 
+@contextmanager
+def signal_handler(signum: int, handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """Install ``handler`` for ``signum`` so that the running event loop notices it at once.
+
+    Python runs signal handlers in the main thread, between bytecodes. An event loop asleep
+    in its selector only wakes up for a signal through a *wakeup fd*: trio always sets one,
+    asyncio only for ``loop.add_signal_handler()``. With a bare ``signal.signal()`` under
+    asyncio, a signal arriving just as the loop goes to sleep is handled at its next wake-up.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None  # trio
+    if loop is not None:
+        loop.add_signal_handler(signum, handler, signum, None)
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signum)
+    else:
+        previous = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signum, previous)
+
+
 async def signal_handler_demo() -> None:
     section("2. cancel_sync() in a signal handler")
     backend = get_backend()
@@ -76,17 +106,16 @@ async def signal_handler_demo() -> None:
     op = Cancellable(name="interruptible")
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        # A plain signal handler: cancel_sync() is safe here and wakes the event loop.
+        # cancel_sync() is safe in a signal handler and wakes the event loop.
         op.cancel_sync(CancellationReason.SIGNAL, f"{signal.Signals(signum).name} received")
 
-    previous = signal.signal(signal.SIGUSR2, handler)
-    try:
-        ready = threading.Event()
+    ready = threading.Event()
 
-        def send() -> None:  # any thread (or another process: kill -USR2 <pid>)
-            if ready.wait(5):
-                os.kill(os.getpid(), signal.SIGUSR2)
+    def send() -> None:  # from a thread here; from outside: kill -USR2 <pid>
+        if ready.wait(5):
+            os.kill(os.getpid(), signal.SIGUSR2)
 
+    with signal_handler(signal.SIGUSR2, handler):
         sender = threading.Thread(target=send)
         sender.start()
         try:
@@ -96,8 +125,6 @@ async def signal_handler_demo() -> None:
         except cancelled:
             pass
         sender.join()
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
     say(f"interruptible: {outcome(op)}")
 
 
@@ -167,10 +194,10 @@ async def registry_from_thread_demo() -> None:
         started.wait(5)
         ops = registry.list_operations_sync(name_pattern="thread_served")
         lines.append(f"thread sees: {[ctx.name for ctx in ops]}")
-        found = registry.cancel_operation_sync(ops[0].id, message="cancelled by the admin thread")
-        lines.append(f"cancel_operation_sync() found it: {found}")
         stats = registry.get_statistics_sync()
         lines.append(f"get_statistics_sync(): {stats['active_operations']} active operation(s)")
+        found = registry.cancel_operation_sync(ops[0].id, message="cancelled by the admin thread")
+        lines.append(f"cancel_operation_sync() found it: {found}")
 
     thread = threading.Thread(target=admin)
     thread.start()

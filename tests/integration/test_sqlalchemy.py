@@ -406,8 +406,11 @@ async def test_result_wrappers(sqlite_url: str) -> None:
 
             result = await session.stream(select(Item.id).order_by(Item.id))
             assert (await result.fetchone()).id == 0
+            assert (await result.fetchone()).id == 1
+            await result.close()
+            result = await session.stream(select(Item.id).order_by(Item.id))
             sizes = [len(p) async for p in result.partitions(1000)]
-            assert sizes == [1000, 1000, 499]
+            assert sizes == [1000, 1000, 500]
 
             result = await session.stream(select(Item.id).where(Item.id < 3).order_by(Item.id))
             assert [r.id for r in await result.fetchall()] == [0, 1, 2]

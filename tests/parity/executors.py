@@ -509,5 +509,3 @@ def run_program(impl: str, program: Program, **options: Any) -> Traces:
     """Run ``program`` on the executor named ``impl`` (``engine``, ``anyio``, ``trio``)."""
     executor: Executor = TrioExecutor(**options) if impl == "trio" else EXECUTORS[impl]()
     return executor.run(program)
-
-

@@ -37,7 +37,6 @@ it before the canceller continues.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +80,8 @@ class Program:
 
 
 def _fmt_deadline(value: Any) -> str:
-    if value == "inf":
-        return "inf"
-    if value in ("past", "now"):
-        return value
+    if value in ("inf", "past", "now"):
+        return str(value)
     return f"+{value}"
 
 

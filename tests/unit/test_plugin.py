@@ -99,6 +99,10 @@ def test_modes_marker_skips_the_other_modes_with_the_reason(pytester: pytest.Pyt
             "@pytest.mark.all_modes\n@pytest.mark.anyio\nasync def test_x(): pass",
             "*all_modes cannot be combined*",
         ),
+        (
+            "@pytest.mark.virtual_clock\n@pytest.mark.anyio\nasync def test_x(): pass",
+            "*virtual_clock only applies to the tests this plugin runs*",
+        ),
         ('@pytest.mark.modes("curio")\nasync def test_x(): pass', "*unknown run mode 'curio'*"),
         (
             "@pytest.mark.virtual_clock(autojump_threshold=-1)\nasync def test_x(): pass",
@@ -113,7 +117,15 @@ def test_modes_marker_skips_the_other_modes_with_the_reason(pytester: pytest.Pyt
             "*autojump_threshold must be a number*",
         ),
     ],
-    ids=["all-and-modes", "all-and-anyio", "unknown-mode", "negative", "positional", "str"],
+    ids=[
+        "all-and-modes",
+        "all-and-anyio",
+        "virtual-and-anyio",
+        "unknown-mode",
+        "negative",
+        "positional",
+        "str",
+    ],
 )
 def test_marker_misuse_is_a_usage_error(
     pytester: pytest.Pytester, source: str, message: str
@@ -332,3 +344,33 @@ def test_run_in_mode_helpers() -> None:
         run_in_mode_with_clock("trio", VirtualClock(), now, backend_type="anyio")
     with pytest.raises(ValueError, match="unknown run mode"):
         run_in_mode("curio", name, backend_type="asyncio")
+
+
+def test_anyio_plugin_tests_can_use_the_virtual_clock(pytester: pytest.Pytester) -> None:
+    """anyio's own plugin runs on our virtual clock through ``backend_options``."""
+    pytester.makepyfile(
+        """
+        import time
+
+        import anyio
+        import pytest
+
+        from hother.cancelable.testing import trio_mock_clock, virtual_clock_loop_factory
+
+        @pytest.fixture(params=["asyncio", "trio"])
+        def anyio_backend(request):
+            if request.param == "asyncio":
+                return ("asyncio", {"loop_factory": virtual_clock_loop_factory()})
+            return ("trio", {"clock": trio_mock_clock()})
+
+        @pytest.mark.anyio
+        async def test_hour(anyio_backend):
+            real0 = time.perf_counter()
+            t0 = anyio.current_time()
+            with anyio.move_on_after(600):
+                await anyio.sleep(3600)
+            assert anyio.current_time() == t0 + 600
+            assert time.perf_counter() - real0 < 10
+        """
+    )
+    run(pytester, "anyio.pytest_plugin").assert_outcomes(passed=2)

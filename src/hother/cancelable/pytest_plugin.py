@@ -121,6 +121,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 f"{definition.nodeid}: @pytest.mark.all_modes cannot be combined with "
                 "@pytest.mark.anyio/asyncio/trio (those tests are run by their own plugin)"
             )
+        if definition.get_closest_marker("virtual_clock") is not None:
+            raise pytest.UsageError(
+                f"{definition.nodeid}: @pytest.mark.virtual_clock only applies to the tests "
+                "this plugin runs, not to @pytest.mark.anyio/asyncio/trio tests; for anyio's "
+                "plugin return ('asyncio', {'loop_factory': virtual_clock_loop_factory()}) "
+                "from the anyio_backend fixture (see docs/testing.md)"
+            )
         return
     if _PARAM in metafunc.fixturenames and any(
         _PARAM in getattr(c, "params", {}) for c in getattr(metafunc, "_calls", [])

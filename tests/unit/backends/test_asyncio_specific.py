@@ -127,7 +127,7 @@ async def test_sequential_scopes_with_one_timeout_arm_one_timer(backend: Any) ->
         calls += 1
         return original(*args, **kwargs)
 
-    loop.call_at = counting  # type: ignore[method-assign]
+    loop.call_at = counting  # type: ignore[method-assign,assignment]
     try:
         for _ in range(100):
             with backend.create_cancel_scope(deadline=now() + 30):
@@ -545,6 +545,25 @@ def test_no_loop_in_this_thread_while_another_thread_runs_one() -> None:
         thread.join(LONG)
 
 
+async def test_detection_inside_a_plain_loop_callback(backend: Any) -> None:
+    """Callbacks (call_soon, call_soon_threadsafe, done callbacks) run outside any task, but
+    an asyncio loop is running: detection must say asyncio, not "no async context"."""
+    loop = asyncio.get_running_loop()
+    seen: list[Any] = []
+    done = asyncio.Event()
+
+    def callback() -> None:
+        try:
+            seen.append(detect_backend())
+        except Exception as exc:
+            seen.append(exc)
+        done.set()
+
+    loop.call_soon(callback)
+    await asyncio.wait_for(done.wait(), LONG)
+    assert seen == ["asyncio"]
+
+
 def test_active_scope_of_a_closed_loop_can_still_be_cancelled() -> None:
     """A task left blocked in a scope when its loop is closed: cancel() marks the scope only."""
     loop = asyncio.new_event_loop()
@@ -579,7 +598,7 @@ def test_the_override_is_per_context_and_per_thread(monkeypatch: pytest.MonkeyPa
         return detect_backend()
 
     async def main() -> list[str]:
-        seen = [detect_backend()]
+        seen: list[str] = [detect_backend()]
         with use_backend("anyio"):
             seen.append(detect_backend())
             inherited = asyncio.get_running_loop().create_task(detected())
@@ -656,7 +675,7 @@ def test_the_same_backend_instance_serves_successive_loops() -> None:
     first = asyncio.run(which())
     second = asyncio.run(which())
     assert first is second and isinstance(first, AsyncioBackend)
-    assert first.remembered_loop is None  # type: ignore[attr-defined]  # closed: forgotten
+    assert first.remembered_loop is None  # closed: forgotten
 
 
 async def test_task_group_type_in_this_mode(backend: Any) -> None:

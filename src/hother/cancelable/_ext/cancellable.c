@@ -398,7 +398,15 @@ static int parse_timeout(PyObject *timeout, double *out, PyObject **as_given)
     } else if (PyLong_CheckExact(timeout)) {
         d = PyLong_AsDouble(timeout);
         if (d == -1.0 && PyErr_Occurred()) {
-            return -1;
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            if (_PyLong_Sign(timeout) < 0) {
+                PyErr_Format(PyExc_ValueError, "timeout must be > 0 seconds, got %R", timeout);
+                return -1;
+            }
+            d = INFINITY; /* an integer too large for a float: never fires */
         }
     } else {
         /* timedelta, subclasses, bad types: the Python validator decides (and words the error) */

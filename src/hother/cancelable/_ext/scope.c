@@ -82,6 +82,7 @@ static PyObject *last_loop_ref; /* weakref of the loop of last_engine (fast path
 static LoopEngine *last_engine;
 static PyObject *release_cb;     /* builtin: _release_task(task) used as done callback */
 static PyObject *base_loop_time; /* asyncio.BaseEventLoop.time (the function) */
+static PyObject *abstract_loop_type; /* asyncio.AbstractEventLoop */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
 
 #define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n)-offsetof(Scope, node)))
@@ -1479,6 +1480,17 @@ static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
         return NULL;
     }
     PyObject *owned = NULL;
+    if (task != Py_None) {
+        int ok = PyObject_IsInstance(task, G.FutureType);
+        if (ok < 0) {
+            return NULL;
+        }
+        if (!ok || !PyObject_HasAttr(task, s_get_coro)) {
+            PyErr_Format(PyExc_TypeError, "task must be an asyncio.Task or None, not %.100s",
+                         Py_TYPE(task)->tp_name);
+            return NULL;
+        }
+    }
     if (task == Py_None) {
         PyObject *loop = engine_running_loop();
         if (loop == NULL) {
@@ -1518,6 +1530,16 @@ static PyObject *loop_stats(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw
             return NULL;
         }
         loop = owned;
+    } else {
+        int ok = PyObject_IsInstance(loop, abstract_loop_type);
+        if (ok < 0) {
+            return NULL;
+        }
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "loop must be an asyncio event loop or None, not %.100s",
+                         Py_TYPE(loop)->tp_name);
+            return NULL;
+        }
     }
     PyObject *key = PyLong_FromVoidPtr(loop);
     Py_XDECREF(owned);
@@ -1582,6 +1604,15 @@ int engine_scope_init(PyObject *m)
         }
         base_loop_time = PyObject_GetAttrString(cls, "time");
         Py_DECREF(cls);
+        PyObject *ev = PyImport_ImportModule("asyncio.events");
+        if (ev == NULL) {
+            return -1;
+        }
+        abstract_loop_type = PyObject_GetAttrString(ev, "AbstractEventLoop");
+        Py_DECREF(ev);
+        if (abstract_loop_type == NULL) {
+            return -1;
+        }
         if (base_loop_time == NULL) {
             return -1;
         }

@@ -84,6 +84,11 @@ def _check_str(value: object, what: str) -> str | None:
     return value
 
 
+def _check_bool(value: object, what: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
+
+
 def _check_callable(value: object, what: str) -> None:
     if not callable(value):
         raise TypeError(f"{what} must be callable, not {type(value).__name__}")
@@ -647,6 +652,7 @@ class Cancellable(_engine.CancellableCore):
         if not isinstance(reason, CancellationReason):
             raise TypeError(f"reason must be a CancellationReason, not {type(reason).__name__}")
         _check_str(message, "message")
+        _check_bool(propagate_to_children, "propagate_to_children")
         await self._token.cancel(reason, message)
         if propagate_to_children:
             self._cancel_children()
@@ -669,6 +675,7 @@ class Cancellable(_engine.CancellableCore):
         if not isinstance(reason, CancellationReason):
             raise TypeError(f"reason must be a CancellationReason, not {type(reason).__name__}")
         _check_str(message, "message")
+        _check_bool(propagate_to_children, "propagate_to_children")
         won = self._token.cancel_sync(reason, message)
         if propagate_to_children:
             self._cancel_children()
@@ -698,6 +705,7 @@ class Cancellable(_engine.CancellableCore):
             raise ValueError(
                 f"report_interval must be a positive int or None, got {report_interval!r}"
             )
+        _check_bool(buffer_partial, "buffer_partial")
         count = 0
         buffer: list[T] | None = [] if buffer_partial else None
         iterator = async_iter.__aiter__() if hasattr(async_iter, "__aiter__") else async_iter
