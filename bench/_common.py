@@ -42,6 +42,7 @@ class Settings:
     # c. scale
     scale_ops: int = 100_000
     fire_ops: int = 10_000
+    scale_rounds: int = 3
     # d. registry
     registry_sizes: tuple[int, ...] = (0, 10_000, 100_000)
     registry_batch: int = 1000
@@ -66,6 +67,7 @@ class Settings:
             deadline_trials=10,
             scale_ops=2000,
             fire_ops=500,
+            scale_rounds=1,
             registry_sizes=(0, 1000, 5000),
             registry_batch=200,
             registry_rounds=3,

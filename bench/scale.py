@@ -22,7 +22,7 @@ import tracemalloc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._common import ROOT, Settings, no_gc, pc, run_in_mode
+from ._common import ROOT, Settings, median, no_gc, pc, run_in_mode
 
 KINDS: tuple[str, ...] = ("bare task", "Cancellable.with_timeout(t_i)", "asyncio.timeout(t_i)")
 FIRE_KINDS: dict[str, tuple[str, ...]] = {
@@ -32,7 +32,9 @@ FIRE_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _op_factory(kind: str, release: asyncio.Future[None]) -> Callable[[int], Coroutine[Any, Any, None]]:
+def _op_factory(
+    kind: str, release: asyncio.Future[None]
+) -> Callable[[int], Coroutine[Any, Any, None]]:
     from hother.cancelable import Cancellable
 
     async def bare(i: int) -> None:
@@ -70,8 +72,9 @@ async def _live(kind: str, n: int, measure_memory: bool) -> dict[str, Any]:
         t0 = pc()
         for i in range(n):
             tasks.append(loop.create_task(fn(i)))
-        loop.create_task(last())
+        marker = loop.create_task(last())
         await all_blocked
+        await marker
         out["start_s"] = (pc() - t0) / 1e9
         if measure_memory:
             out["traced_bytes"] = tracemalloc.get_traced_memory()[0] - before
@@ -79,9 +82,9 @@ async def _live(kind: str, n: int, measure_memory: bool) -> dict[str, Any]:
         stats = _engine.loop_stats()
         out["engine_armed_timers"] = stats["armed_timers"]
         out["engine_deadlines"] = stats["deadlines"]
-        out["loop_scheduled"] = len(getattr(loop, "_scheduled", ())) if hasattr(
-            loop, "_scheduled"
-        ) else None
+        out["loop_scheduled"] = (
+            len(getattr(loop, "_scheduled", ())) if hasattr(loop, "_scheduled") else None
+        )
         t1 = pc()
         release.set_result(None)
         await asyncio.gather(*tasks)
@@ -114,7 +117,7 @@ def breakdown(n: int = 20_000) -> list[dict[str, Any]]:
         await _census(KINDS[1], 200)  # warm up
         bare = await _census(KINDS[0], n)
         ours = await _census(KINDS[1], n)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, (count, size) in ours.items():
             c0, s0 = bare.get(name, (0, 0))
             per_op = (count - c0) / n
@@ -251,18 +254,41 @@ def _fire_summary(
 
 
 # ----------------------------------------------------------------------------- entry
+def _median_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every numeric field over the rounds (booleans: all of them)."""
+    out: dict[str, Any] = {}
+    for key, first in records[0].items():
+        vals = [r[key] for r in records]
+        if isinstance(first, bool):
+            out[key] = all(vals)
+        elif key == "unwound":
+            out[key] = min(vals)
+        elif isinstance(first, int | float) and all(v is not None for v in vals):
+            out[key] = median(vals)
+        else:
+            out[key] = first
+    return out
+
+
 def run(settings: Settings) -> dict[str, Any]:
-    """Live operations (asyncio, uvloop) and firing timeouts (asyncio, uvloop, trio)."""
-    n, m = settings.scale_ops, settings.fire_ops
-    out: dict[str, Any] = {"n": n, "m": m, "live": {}, "fire": {}}
+    """Live operations (asyncio, uvloop) and firing timeouts (asyncio, uvloop, trio).
+
+    Wall times are medians over ``settings.scale_rounds`` rounds (kinds interleaved).
+    """
+    n, m, rounds = settings.scale_ops, settings.fire_ops, settings.scale_rounds
+    out: dict[str, Any] = {"n": n, "m": m, "rounds": rounds, "live": {}, "fire": {}}
     for loop_name in ("asyncio", "uvloop"):
-        per_kind: dict[str, Any] = {}
-        for kind in KINDS:
 
-            async def timed(kind: str = kind) -> dict[str, Any]:
-                return await _live(kind, n, measure_memory=False)
+        async def timed() -> dict[str, list[dict[str, Any]]]:
+            recs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+            for kind in KINDS:  # warm up
+                await _live(kind, 1000, measure_memory=False)
+            for _ in range(rounds):
+                for kind in KINDS:
+                    recs[kind].append(await _live(kind, n, measure_memory=False))
+            return recs
 
-            per_kind[kind] = run_in_mode(loop_name, timed)
+        per_kind = {k: _median_record(v) for k, v in run_in_mode(loop_name, timed).items()}
         if loop_name == "asyncio":
             for kind in KINDS:
 
@@ -280,22 +306,21 @@ def run(settings: Settings) -> dict[str, Any]:
                     rec["rss_per_op_bytes"] = (rec["rss_bytes"] - bare["rss_bytes"]) / n
             out["breakdown"] = breakdown(min(n, 20_000))
         out["live"][loop_name] = per_kind
-    for loop_name, kinds in FIRE_KINDS.items():
-        res: dict[str, Any] = {}
-        for kind in kinds:
-            if loop_name == "trio":
+    for loop_name in FIRE_KINDS:
 
-                async def fire_trio(kind: str = kind) -> dict[str, Any]:
-                    return await _fire_trio(kind, m)
+        async def fire(loop_name: str = loop_name) -> dict[str, list[dict[str, Any]]]:
+            recs: dict[str, list[dict[str, Any]]] = {k: [] for k in FIRE_KINDS[loop_name]}
+            for _ in range(rounds):
+                for kind in recs:
+                    if loop_name == "trio":
+                        recs[kind].append(await _fire_trio(kind, m))
+                    else:
+                        recs[kind].append(await _fire_asyncio(kind, m))
+            return recs
 
-                res[kind] = run_in_mode("trio", fire_trio)
-            else:
-
-                async def fire(kind: str = kind) -> dict[str, Any]:
-                    return await _fire_asyncio(kind, m)
-
-                res[kind] = run_in_mode(loop_name, fire)
-        out["fire"][loop_name] = res
+        out["fire"][loop_name] = {
+            k: _median_record(v) for k, v in run_in_mode(loop_name, fire).items()
+        }
     return out
 
 

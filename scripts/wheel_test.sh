@@ -50,7 +50,10 @@ if [ -n "${WHEEL_TEST_DIST:-}" ]; then
 else
     dist=$work/dist
     step "python -m build (sdist, then the wheel from the sdist) -> $dist"
-    "$vpy" -m build --outdir "$dist" "$repo" >"$work/build.log" 2>&1 ||
+    # Serialised with `make build` (same lock): building the sdist writes src/*.egg-info.
+    lock=()
+    if command -v flock >/dev/null 2>&1; then lock=(flock "$repo/.build.lock"); fi
+    "${lock[@]}" "$vpy" -m build --outdir "$dist" "$repo" >"$work/build.log" 2>&1 ||
         {
             tail -40 "$work/build.log" >&2
             fail "python -m build"

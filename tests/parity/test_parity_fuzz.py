@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from .executors import Traces, run_program
 from .program import Program, programs, render, walk
 
-DEFAULT_EXAMPLES = 300
+DEFAULT_EXAMPLES = 500
 FUZZ_EXAMPLES = 5_000
 
 

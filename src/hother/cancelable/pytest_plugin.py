@@ -44,14 +44,15 @@ _BACKEND_OF_MODE = {"asyncio": "asyncio", "uvloop": "asyncio", "anyio": "anyio",
 _PARAM = "run_mode"
 _CLOCK_FIXTURE = "virtual_clock"
 _OTHER_PLUGIN_MARKERS = ("anyio", "asyncio", "trio")
-#: Why the uvloop mode of a virtual-clock test is skipped.
 UVLOOP_VIRTUAL_CLOCK_REASON = (
     "uvloop's event loop is implemented in C and cannot run on a virtual clock "
     "(virtual_clock tests run in the asyncio, anyio and trio modes)"
 )
+"""Why the uvloop mode of a virtual-clock test is skipped."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers ``modes``, ``all_modes`` and ``virtual_clock``."""
     config.addinivalue_line(
         "markers",
         "modes(*names, reason=...): run this async test only in the named run modes "
@@ -112,6 +113,11 @@ def _new_clock(mode: str, autojump_threshold: float) -> Any:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every unclaimed ``async def`` test with the run modes (``run_mode``).
+
+    Modes excluded by ``@pytest.mark.modes`` (and uvloop for virtual-clock tests) are kept
+    as skipped parameters, so the restriction shows in the report.
+    """
     if not inspect.iscoroutinefunction(metafunc.function):
         return
     definition = metafunc.definition
@@ -253,6 +259,7 @@ def _run(
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a run-mode test in its mode (on a virtual clock when asked); others: not ours."""
     fn = pyfuncitem.obj
     if not inspect.iscoroutinefunction(fn):
         return None

@@ -335,8 +335,7 @@ def test_trio_in_a_thread_and_asyncio_here() -> None:
     async def trio_side() -> None:
         seen["trio"] = detect_backend()
         started.set()
-        while not release.is_set():
-            await trio.sleep(0.001)
+        await trio.to_thread.run_sync(release.wait, LONG)
         seen["trio-after"] = detect_backend()
 
     thread = threading.Thread(target=trio.run, args=(trio_side,))

@@ -175,7 +175,7 @@ static PyTypeObject Core_Type;
 static PyObject *st_pending, *st_running, *st_completed, *st_cancelled, *st_failed;
 static PyObject *rs_timeout, *rs_manual;
 static PyObject *LinkedTokenClass, *TimeoutSourceClass, *CancellationErrorClass, *WeakSetClass;
-static PyObject *asyncio_backend; /* the cached AsyncioBackend instance */
+static PyObject *asyncio_backend;                  /* the cached AsyncioBackend instance */
 static PyObject *anyio_backend, *anyio_backend_fn; /* the cached AnyioBackend instance */
 /* trio fast path (trio >= 0.27: CancelScope(relative_deadline=...)); looked up on first use */
 static PyObject *trio_scope_cls, *trio_cancelled, *trio_current_time, *kw_relative_deadline;

@@ -60,12 +60,12 @@ typedef struct Scope {
 
 struct LoopEngine {
     PyObject_HEAD PyObject *loop_ref; /* weakref to the loop */
-    PyObject *key;                    /* key in loop_engines */
-    PyObject *timer;                  /* TimerHandle or NULL */
+    PyObject *timer;                  /* weakref to the armed TimerHandle, or NULL */
     double timer_when;
-    PyObject *redeliver; /* Handle of the coalesced callback or NULL */
-    PyObject *pending;   /* set of tasks to re-check */
-    PyObject *on_timer;  /* bound builtin: engine._on_timer */
+    PyObject *redeliver; /* weakref to the Handle of the coalesced callback, or NULL */
+    PyObject *weakreflist;
+    PyObject *pending;  /* set of tasks to re-check */
+    PyObject *on_timer; /* bound builtin: engine._on_timer */
     PyObject *on_redeliver;
     double resolution;
     int stdlib_time; /* loop.time is asyncio's own (time.monotonic): read the clock in C */
@@ -76,12 +76,12 @@ struct LoopEngine {
 static PyTypeObject Scope_Type;
 static PyTypeObject LoopEngine_Type;
 
-static PyObject *task_scopes;   /* dict task -> innermost Scope */
-static PyObject *loop_engines;  /* dict id(loop) -> LoopEngine */
-static PyObject *last_loop_ref; /* weakref of the loop of last_engine (fast path) */
-static LoopEngine *last_engine;
-static PyObject *release_cb;     /* builtin: _release_task(task) used as done callback */
-static PyObject *base_loop_time; /* asyncio.BaseEventLoop.time (the function) */
+static PyObject *task_scopes;     /* dict task -> innermost Scope */
+static PyObject *last_loop_ref;   /* weakref: the loop of the last engine used (fast path) */
+static PyObject *last_engine_ref; /* weakref: that engine */
+static LoopEngine *cached_engine(PyObject *loop);
+static PyObject *release_cb;         /* builtin: _release_task(task) used as done callback */
+static PyObject *base_loop_time;     /* asyncio.BaseEventLoop.time (the function) */
 static PyObject *abstract_loop_type; /* asyncio.AbstractEventLoop */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
 
@@ -102,8 +102,8 @@ static PyObject *engine_loop(LoopEngine *e)
 /* loop.time() as a double; -1 on error (exception set). */
 static int loop_time(PyObject *loop, double *out)
 {
-    if (last_engine != NULL && last_engine->stdlib_time &&
-        PyWeakref_GetObject(last_loop_ref) == loop) {
+    LoopEngine *cached = cached_engine(loop);
+    if (cached != NULL && cached->stdlib_time) {
         *out = cc_now_monotonic(); /* BaseEventLoop.time() is time.monotonic() */
         return 0;
     }
@@ -176,131 +176,169 @@ static int parse_deadline(PyObject *value, double *out)
 /* ------------------------------------------------------------------------- */
 /* Loop engine                                                                */
 
-static void loop_dead_cb_impl(PyObject *key);
+/* Where an engine lives: in the loop's own __dict__ (attribute ENGINE_ATTR), so the engine
+ * dies with its loop (every reference the engine holds that leads back to the loop — pending
+ * tasks, handle callbacks — is a cycle the garbage collector can see). The module keeps only
+ * weak references (a list for armed_timers(), and the last-used cache). */
+#define ENGINE_ATTR "_hother_cancelable_engine"
 
-static PyObject *loop_dead_cb(PyObject *self, PyObject *Py_UNUSED(wr))
+static PyObject *s_engine_attr;
+static PyObject *all_engines; /* list of weakrefs to live engines */
+
+static LoopEngine *cached_engine(PyObject *loop)
 {
-    loop_dead_cb_impl(self);
-    Py_RETURN_NONE;
+    if (last_loop_ref != NULL && PyWeakref_GetObject(last_loop_ref) == loop) {
+        PyObject *e = PyWeakref_GetObject(last_engine_ref);
+        if (e != Py_None) {
+            return (LoopEngine *)e;
+        }
+    }
+    return NULL;
 }
 
-static PyMethodDef loop_dead_def = {"_loop_gone", loop_dead_cb, METH_O, NULL};
-
-static void loop_dead_cb_impl(PyObject *key)
+static void remember(LoopEngine *e)
 {
-    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
-    if (eng != NULL) {
-        if ((LoopEngine *)eng == last_engine) {
-            Py_CLEAR(last_engine);
-            Py_CLEAR(last_loop_ref);
-        }
-        if (PyDict_DelItem(loop_engines, key) < 0) {
-            PyErr_Clear();
-        }
-    } else {
+    PyObject *er = PyWeakref_NewRef((PyObject *)e, NULL);
+    if (er == NULL) {
         PyErr_Clear();
+        return;
     }
+    Py_XSETREF(last_engine_ref, er);
+    Py_INCREF(e->loop_ref);
+    Py_XSETREF(last_loop_ref, e->loop_ref);
+}
+
+/* The engine of `loop` (borrowed), or NULL (no error) when it has none yet. */
+static LoopEngine *find_engine(PyObject *loop)
+{
+    LoopEngine *e = cached_engine(loop);
+    if (e != NULL) {
+        return e;
+    }
+    PyObject *eng = PyObject_GetAttr(loop, s_engine_attr);
+    if (eng == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(eng); /* the loop keeps it alive */
+    if (!PyObject_TypeCheck(eng, &LoopEngine_Type)) {
+        return NULL;
+    }
+    remember((LoopEngine *)eng);
+    return (LoopEngine *)eng;
 }
 
 /* Borrowed reference to the engine of `loop`, created on first use. */
 static LoopEngine *get_engine(PyObject *loop)
 {
-    if (last_engine != NULL && PyWeakref_GetObject(last_loop_ref) == loop) {
-        return last_engine;
+    LoopEngine *found = find_engine(loop);
+    if (found != NULL) {
+        return found;
     }
-    PyObject *key = PyLong_FromVoidPtr(loop);
-    if (key == NULL) {
+    LoopEngine *e = PyObject_GC_New(LoopEngine, &LoopEngine_Type);
+    if (e == NULL) {
         return NULL;
     }
-    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
-    if (eng == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        LoopEngine *e = PyObject_GC_New(LoopEngine, &LoopEngine_Type);
-        if (e == NULL) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        e->loop_ref = NULL;
-        e->key = key; /* owns the reference */
-        e->timer = NULL;
-        e->timer_when = INFINITY;
-        e->redeliver = NULL;
-        e->pending = NULL;
-        e->on_timer = NULL;
-        e->on_redeliver = NULL;
-        e->resolution = 1e-9;
-        e->stdlib_time = 0;
-        e->active_scopes = 0;
-        cc_heap_init(&e->heap);
-        G.live_loop_engines++;
-        PyObject_GC_Track(e);
-        PyObject *cb = PyCFunction_New(&loop_dead_def, key);
-        if (cb == NULL) {
-            Py_DECREF(e);
-            return NULL;
-        }
-        e->loop_ref = PyWeakref_NewRef(loop, cb);
-        Py_DECREF(cb);
-        e->pending = PySet_New(NULL);
-        e->on_timer = PyObject_GetAttrString((PyObject *)e, "_on_timer");
-        e->on_redeliver = PyObject_GetAttrString((PyObject *)e, "_redeliver");
-        if (e->loop_ref == NULL || e->pending == NULL || e->on_timer == NULL ||
-            e->on_redeliver == NULL) {
-            Py_DECREF(e);
-            return NULL;
-        }
-        PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
-        if (res == NULL) {
+    e->loop_ref = NULL;
+    e->timer = NULL;
+    e->timer_when = INFINITY;
+    e->redeliver = NULL;
+    e->pending = NULL;
+    e->on_timer = NULL;
+    e->on_redeliver = NULL;
+    e->weakreflist = NULL;
+    e->resolution = 1e-9;
+    e->stdlib_time = 0;
+    e->active_scopes = 0;
+    cc_heap_init(&e->heap);
+    G.live_loop_engines++;
+    PyObject_GC_Track(e);
+    e->loop_ref = PyWeakref_NewRef(loop, NULL);
+    e->pending = PySet_New(NULL);
+    e->on_timer = PyObject_GetAttrString((PyObject *)e, "_on_timer");
+    e->on_redeliver = PyObject_GetAttrString((PyObject *)e, "_redeliver");
+    if (e->loop_ref == NULL || e->pending == NULL || e->on_timer == NULL ||
+        e->on_redeliver == NULL) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
+    if (res == NULL) {
+        PyErr_Clear();
+    } else {
+        double r = PyFloat_AsDouble(res);
+        Py_DECREF(res);
+        if (r == -1.0 && PyErr_Occurred()) {
             PyErr_Clear();
-        } else {
-            double r = PyFloat_AsDouble(res);
-            Py_DECREF(res);
-            if (r == -1.0 && PyErr_Occurred()) {
-                PyErr_Clear();
-            } else if (r >= 0 && r < 1.0) {
-                e->resolution = r;
+        } else if (r >= 0 && r < 1.0) {
+            e->resolution = r;
+        }
+    }
+    PyObject *tm = PyObject_GetAttrString((PyObject *)Py_TYPE(loop), "time");
+    if (tm == NULL) {
+        PyErr_Clear();
+    } else {
+        e->stdlib_time = base_loop_time != NULL && tm == base_loop_time;
+        Py_DECREF(tm);
+    }
+    if (PyObject_SetAttr(loop, s_engine_attr, (PyObject *)e) < 0) {
+        /* a loop type without a __dict__ */
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "hother.cancelable: the event loop type %.100s does not accept attributes; "
+                     "the engine needs to attach its state to the loop",
+                     Py_TYPE(loop)->tp_name);
+        Py_DECREF(e);
+        return NULL;
+    }
+    PyObject *er = PyWeakref_NewRef((PyObject *)e, NULL);
+    if (er != NULL) {
+        /* prune dead entries now and then, keep the list short */
+        Py_ssize_t n = PyList_GET_SIZE(all_engines);
+        for (Py_ssize_t i = n - 1; i >= 0; i--) {
+            if (PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i)) == Py_None) {
+                PySequence_DelItem(all_engines, i);
             }
         }
-        PyObject *tm = PyObject_GetAttrString((PyObject *)Py_TYPE(loop), "time");
-        if (tm == NULL) {
+        if (PyList_Append(all_engines, er) < 0) {
             PyErr_Clear();
-        } else {
-            e->stdlib_time = base_loop_time != NULL && tm == base_loop_time;
-            Py_DECREF(tm);
         }
-        if (PyDict_SetItem(loop_engines, e->key, (PyObject *)e) < 0) {
-            Py_DECREF(e);
-            return NULL;
-        }
-        Py_DECREF(e); /* the dict holds it */
-        eng = (PyObject *)e;
+        Py_DECREF(er);
     } else {
-        Py_DECREF(key);
+        PyErr_Clear();
     }
-    Py_INCREF(eng);
-    Py_XSETREF(last_engine, (LoopEngine *)eng);
-    Py_INCREF(((LoopEngine *)eng)->loop_ref);
-    Py_XSETREF(last_loop_ref, ((LoopEngine *)eng)->loop_ref);
-    return (LoopEngine *)eng;
+    Py_DECREF(e); /* the loop holds it */
+    remember(e);
+    return e;
+}
+
+/* The engine keeps only weak references to its loop handles: the loop owns them (a
+ * strong reference would keep a closed loop alive through handle -> loop). */
+static PyObject *handle_of(PyObject *ref)
+{
+    if (ref == NULL) {
+        return NULL;
+    }
+    PyObject *h = PyWeakref_GetObject(ref); /* borrowed */
+    return h == Py_None ? NULL : h;
 }
 
 /* Make sure a timer is armed at or before `when`. */
 static int engine_arm(LoopEngine *e, PyObject *loop, double when)
 {
-    if (e->timer != NULL && e->timer_when <= when) {
+    PyObject *armed = handle_of(e->timer);
+    if (armed != NULL && e->timer_when <= when) {
         return 0;
     }
-    if (e->timer != NULL) {
-        PyObject *r = PyObject_CallMethodNoArgs(e->timer, G.s_cancel);
+    if (armed != NULL) {
+        PyObject *r = PyObject_CallMethodNoArgs(armed, G.s_cancel);
         if (r == NULL) {
             return -1;
         }
         Py_DECREF(r);
-        Py_CLEAR(e->timer);
     }
+    Py_CLEAR(e->timer);
+    e->timer_when = INFINITY;
     PyObject *w = PyFloat_FromDouble(when);
     if (w == NULL) {
         return -1;
@@ -310,22 +348,28 @@ static int engine_arm(LoopEngine *e, PyObject *loop, double when)
     if (h == NULL) {
         return -1;
     }
-    e->timer = h;
+    e->timer = PyWeakref_NewRef(h, NULL);
+    Py_DECREF(h); /* the loop holds the handle until it runs or is cancelled */
+    if (e->timer == NULL) {
+        return -1;
+    }
     e->timer_when = when;
     return 0;
 }
 
 static int engine_schedule_redeliver(LoopEngine *e, PyObject *loop)
 {
-    if (e->redeliver != NULL) {
+    if (handle_of(e->redeliver) != NULL) {
         return 0;
     }
+    Py_CLEAR(e->redeliver);
     PyObject *h = PyObject_CallMethodOneArg(loop, G.s_call_soon, e->on_redeliver);
     if (h == NULL) {
         return -1;
     }
-    e->redeliver = h;
-    return 0;
+    e->redeliver = PyWeakref_NewRef(h, NULL);
+    Py_DECREF(h);
+    return e->redeliver == NULL ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -599,7 +643,7 @@ static PyObject *engine_redeliver(PyObject *self, PyObject *Py_UNUSED(args))
 
 static PyObject *engine_stats(LoopEngine *e)
 {
-    return Py_BuildValue("{s:i,s:n,s:n,s:n,s:d}", "armed_timers", e->timer != NULL ? 1 : 0,
+    return Py_BuildValue("{s:i,s:n,s:n,s:n,s:d}", "armed_timers", handle_of(e->timer) != NULL,
                          "deadlines", (Py_ssize_t)cc_heap_len(&e->heap), "pending_redelivery",
                          PySet_GET_SIZE(e->pending), "active_scopes", e->active_scopes,
                          "timer_when", e->timer_when);
@@ -629,8 +673,10 @@ static void LoopEngine_dealloc(LoopEngine *e)
 {
     PyObject_GC_UnTrack(e);
     LoopEngine_clear(e);
+    if (e->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)e);
+    }
     Py_CLEAR(e->loop_ref);
-    Py_CLEAR(e->key);
     cc_heap_free(&e->heap);
     G.live_loop_engines--;
     PyObject_GC_Del(e);
@@ -651,6 +697,7 @@ static PyTypeObject LoopEngine_Type = {
     .tp_clear = (inquiry)LoopEngine_clear,
     .tp_dealloc = (destructor)LoopEngine_dealloc,
     .tp_methods = LoopEngine_methods,
+    .tp_weaklistoffset = offsetof(LoopEngine, weakreflist),
 };
 
 /* ------------------------------------------------------------------------- */
@@ -1541,29 +1588,23 @@ static PyObject *loop_stats(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw
             return NULL;
         }
     }
-    PyObject *key = PyLong_FromVoidPtr(loop);
+    LoopEngine *eng = find_engine(loop);
     Py_XDECREF(owned);
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *eng = PyDict_GetItemWithError(loop_engines, key);
-    Py_DECREF(key);
     if (eng == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
         return Py_BuildValue("{s:i,s:i,s:i,s:i,s:d}", "armed_timers", 0, "deadlines", 0,
                              "pending_redelivery", 0, "active_scopes", 0, "timer_when", INFINITY);
     }
-    return engine_stats((LoopEngine *)eng);
+    return engine_stats(eng);
 }
 
 static PyObject *armed_timers(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
 {
-    Py_ssize_t n = 0, pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(loop_engines, &pos, &k, &v)) {
-        n += ((LoopEngine *)v)->timer != NULL;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all_engines); i++) {
+        PyObject *e = PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i));
+        if (e != Py_None) {
+            n += handle_of(((LoopEngine *)e)->timer) != NULL;
+        }
     }
     return PyLong_FromSsize_t(n);
 }
@@ -1587,8 +1628,9 @@ int engine_scope_init(PyObject *m)
         return -1;
     }
     task_scopes = PyDict_New();
-    loop_engines = PyDict_New();
-    if (task_scopes == NULL || loop_engines == NULL) {
+    all_engines = PyList_New(0);
+    s_engine_attr = PyUnicode_InternFromString(ENGINE_ATTR);
+    if (task_scopes == NULL || all_engines == NULL || s_engine_attr == NULL) {
         return -1;
     }
     release_cb = PyCFunction_New(&release_def, NULL);

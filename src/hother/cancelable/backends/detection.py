@@ -15,6 +15,7 @@ cannot drive a trio run.
 
 from __future__ import annotations
 
+import asyncio.events
 import contextvars
 import os
 from collections.abc import Iterator
@@ -56,6 +57,10 @@ def _running_library() -> str:
     try:
         return sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
+        # sniffio needs a current task; plain loop callbacks (call_soon, done callbacks,
+        # call_soon_threadsafe) run on a loop with no task: that is still asyncio
+        if asyncio.events._get_running_loop() is not None:
+            return "asyncio"
         raise NoAsyncContextError(
             "hother.cancelable: no async library is running in this thread; backend "
             "detection needs to be called from inside asyncio or trio code "

@@ -1,0 +1,188 @@
+"""Cancellable database work: SQLite in memory through SQLAlchemy async + aiosqlite.
+
+1. basic queries in a ``cancellable_session`` (committed at the end of the block);
+2. batch inserts with progress, in a ``@cancellable(timeout=...)`` function;
+3. a long read in pages (``execute_chunked``) reporting its progress;
+4. a cancelled operation: its timeout fires after some writes, the session rolls back and
+   nothing of the block stays written;
+5. a long-running SQL statement interrupted by a timeout; the database stays usable.
+
+Run it::
+
+    python examples/database_simple.py             # asyncio, uvloop, anyio
+    python examples/database_simple.py uvloop      # one mode
+
+Needs ``sqlalchemy[asyncio]`` and ``aiosqlite`` (``pip install hother-cancelable[sqlalchemy]``).
+SQLAlchemy's async engine runs on asyncio only: not in the trio mode.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _common import outcome, parse_modes, run, say, section
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from hother.cancelable import Cancellable, cancellable, get_backend
+from hother.cancelable.integrations.sqlalchemy import cancellable_session, execute_chunked
+
+metadata = MetaData()
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(50), nullable=False),
+    Column("value", Integer, nullable=False),
+)
+
+# A statement that runs for many seconds (SQLite counts to 10^9 one row at a time).
+LONG_QUERY = text(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+    "SELECT count(*) FROM c"
+)
+
+
+async def count_rows(engine: AsyncEngine, name_like: str = "%") -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            select(func.count()).select_from(items).where(items.c.name.like(name_like))
+        )
+        return int(result.scalar_one())
+
+
+async def basic_demo(engine: AsyncEngine) -> None:
+    section("1. basic queries")
+    async with Cancellable.with_timeout(5, name="basic_queries") as op:
+        async with cancellable_session(engine, op) as session:
+            await session.execute(
+                insert(items),
+                [{"name": f"basic_{i}", "value": i * 10} for i in range(3)],
+            )
+            result = await session.execute(select(items.c.name).order_by(items.c.id))
+            names = [row[0] for row in result]
+    say(f"inserted and read back: {names}; {outcome(op)}")
+
+
+@cancellable(timeout=5, name="import_batches")
+async def import_rows(
+    engine: AsyncEngine,
+    count: int,
+    batch: int,
+    reports: list[str],
+    cancellable: Cancellable | None = None,
+) -> int:
+    """Insert ``count`` rows in batches under a 5 s timeout, reporting each batch.
+
+    ``cancellable`` is the call's own operation, injected by the decorator.
+    """
+    assert cancellable is not None
+    cancellable.on_progress(lambda _id, message, _meta: reports.append(str(message)))
+    async with cancellable_session(engine, cancellable) as session:
+        for start in range(0, count, batch):
+            rows = [{"name": f"row_{i}", "value": i % 97} for i in range(start, start + batch)]
+            await session.execute(insert(items), rows)
+            await cancellable.report_progress(f"Inserted batch {start // batch + 1}: {batch} rows")
+    return count
+
+
+async def batch_demo(engine: AsyncEngine) -> None:
+    section("2. batch processing with progress")
+    reports: list[str] = []
+    inserted = await import_rows(engine, 5000, 500, reports)
+    say(f"imported {inserted} rows in {len(reports)} reported batches: last {reports[-1]!r}")
+    say(f"rows now: {await count_rows(engine, 'row_%')}")
+
+
+async def chunked_demo(engine: AsyncEngine) -> None:
+    section("3. a long read in pages")
+    reports: list[str] = []
+    total = 0
+
+    def add(values: Any) -> None:
+        nonlocal total
+        total += sum(values)
+
+    op = Cancellable.with_timeout(5, name="report")
+    op.on_progress(lambda _id, message, _meta: reports.append(str(message)))
+    async with op:
+        async with cancellable_session(engine, op) as session:
+            query = select(items.c.value).where(items.c.name.like("row_%")).order_by(items.c.id)
+            rows = await execute_chunked(session, query, chunk_size=1000, process_chunk=add)
+    pages = [r for r in reports if r.startswith("Processed")]
+    say(f"read {rows} rows in {len(pages)} pages, sum of values {total}; {outcome(op)}")
+    say(f"progress: {pages}")
+
+
+async def cancelled_demo(engine: AsyncEngine) -> None:
+    section("4. a cancelled operation rolls back")
+    backend = get_backend()
+    cancelled = backend.get_cancelled_exc_class()
+    before = await count_rows(engine)
+    op = Cancellable.with_timeout(0.1, name="slow_migration")
+    written = 0
+    try:
+        async with op:
+            async with cancellable_session(engine, op) as session:
+                for i in range(100):
+                    await session.execute(insert(items), [{"name": f"temp_{i}", "value": i}])
+                    written += 1
+                    await backend.sleep(0.005)  # slow processing between writes
+    except cancelled:
+        pass
+    after = await count_rows(engine)
+    say(f"slow_migration: {outcome(op)} after {written} of 100 writes")
+    say(f"rows before {before}, after {after}: rolled back = {before == after}")
+
+
+async def long_query_demo(engine: AsyncEngine) -> None:
+    section("5. a long SQL statement interrupted")
+    backend = get_backend()
+    cancelled = backend.get_cancelled_exc_class()
+    op = Cancellable.with_timeout(0.2, name="huge_count")
+    start = backend.current_time()
+    try:
+        async with op:
+            async with cancellable_session(engine, op) as session:
+                await session.execute(LONG_QUERY)
+    except cancelled:
+        pass
+    took = backend.current_time() - start
+    say(f"huge_count: {outcome(op)}; stopped well before the statement's end: {took < 5}")
+    say(f"the database still answers: {await count_rows(engine, 'basic_%')} basic rows")
+
+
+async def demo() -> None:
+    engine = create_async_engine(
+        "sqlite+aiosqlite:///:memory:",
+        poolclass=StaticPool,  # one shared connection: the in-memory database lives in it
+        connect_args={"check_same_thread": False},
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        await basic_demo(engine)
+        await batch_demo(engine)
+        await chunked_demo(engine)
+        await cancelled_demo(engine)
+        await long_query_demo(engine)
+    finally:
+        await engine.dispose()
+
+
+def main() -> int:
+    modes = parse_modes(
+        sys.argv[1:],
+        supported=("asyncio", "uvloop", "anyio"),
+        unsupported={"trio": "SQLAlchemy's async engine and aiosqlite run on asyncio only"},
+    )
+    for mode in modes:
+        run(mode, demo)
+    print("database_simple finished on:", ", ".join(modes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
