@@ -39,7 +39,7 @@ CTEST_BIN := build/ctest/run_tests
 ASAN_BIN := build/ctest-asan/run_tests
 TSAN_BIN := build/ctest-tsan/run_tests
 
-.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c
+.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz
 
 all: build
 
@@ -92,6 +92,19 @@ format: $(STAMP)
 
 demo: build
 	$(VPY) examples/showcase.py
+
+# Benchmarks against asyncio.timeout, anyio and trio; rewrites docs/performance.md.
+bench: build
+	$(VPY) -m bench
+
+# Line coverage of src/ (Python), of the binding C and of csrc/ (instrumented build out of tree).
+coverage: $(STAMP) | tools-c
+	VPY=$(VPY) CC=$(CC) CTEST_CFLAGS="$(CTEST_CFLAGS)" scripts/coverage.sh
+
+# Differential parity fuzzing: FUZZ_N generated programs on our engine, anyio and trio.
+FUZZ_N ?= 5000
+fuzz: build
+	VPY=$(VPY) scripts/fuzz.sh $(FUZZ_N)
 
 clean:
 	rm -rf build src/hother/cancelable/*.so .build.lock

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles = []
         for target in report.targets(results):
             loop = next((lp for lp in overhead.LOOPS if f"({lp})" in target.name), None)
-            if loop is not None and target.passed is False:
+            if target.name.startswith("enter+exit") and loop is not None and not target.passed:
                 profiles.append(overhead.profile_with_timeout(loop, n=500 if args.quick else 5000))
         if profiles:
             results["profile"] = "\n\n".join(profiles)

@@ -525,6 +525,10 @@ def markdown(r: dict[str, Any], chart_rel: str | None) -> str:
         "",
         "## Earlier reference numbers (not from this run)",
         "",
+        "Measured before this suite existed, with another method (one 20,000-run loop per "
+        "contender, not interleaved, machine load unknown); kept for the 0.1 library's figures. "
+        "The targets above use only the reference contenders measured in this run.",
+        "",
         table(["measurement", "value"], [list(h) for h in HISTORY], True),
         "",
     ]
@@ -548,7 +552,13 @@ METHOD = """\
   Deadline: lateness of the unwinding after `d` = 2 ms. p99 over the trials; on a loaded
   machine the tail includes preemptions by other processes (see the load average above).
 * c. Memory: tracemalloc's traced memory while N tasks are blocked inside an operation, minus
-  the same for N bare tasks, divided by N; the RSS column repeats it in fresh processes.
+  the same for N bare tasks, divided by N; the RSS column repeats it in fresh processes. Wall
+  times are medians of 3 rounds, each in a fresh event loop. Firing: every deadline falls
+  within 10 us of a common instant at least 0.25 s after the tasks start; times are measured
+  from that instant (uvloop's clock has a 1 ms resolution, so its figures carry +-1 ms).
+* d. Registry: each size is reached with real `Cancellable` operations; batches of 1000
+  fresh operations are registered, looked up and unregistered, 9 rounds (median).
+* e. Streams: an async generator of 5000 integers consumed with nothing done per item.
 * f. The ~1 ms operation: 10 steps, each an `await` of a future resolved by the loop then
   ~100 us of JSON work. The plain and wrapped operations alternate; the overhead is the median
   of the paired differences. The CPU-time column (`thread_time_ns`) is immune to the core

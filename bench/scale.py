@@ -263,6 +263,8 @@ def _median_record(records: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = all(vals)
         elif key == "unwound":
             out[key] = min(vals)
+        elif isinstance(first, int) and all(isinstance(v, int) for v in vals):
+            out[key] = round(median(vals))
         elif isinstance(first, int | float) and all(v is not None for v in vals):
             out[key] = median(vals)
         else:
@@ -278,17 +280,18 @@ def run(settings: Settings) -> dict[str, Any]:
     n, m, rounds = settings.scale_ops, settings.fire_ops, settings.scale_rounds
     out: dict[str, Any] = {"n": n, "m": m, "rounds": rounds, "live": {}, "fire": {}}
     for loop_name in ("asyncio", "uvloop"):
+        # one fresh event loop per measurement (no timer left armed by another kind), the
+        # kinds interleaved round by round
+        recs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+        for _ in range(rounds):
+            for kind in KINDS:
 
-        async def timed() -> dict[str, list[dict[str, Any]]]:
-            recs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
-            for kind in KINDS:  # warm up
-                await _live(kind, 1000, measure_memory=False)
-            for _ in range(rounds):
-                for kind in KINDS:
-                    recs[kind].append(await _live(kind, n, measure_memory=False))
-            return recs
+                async def timed(kind: str = kind) -> dict[str, Any]:
+                    await _live(kind, 200, measure_memory=False)  # warm up
+                    return await _live(kind, n, measure_memory=False)
 
-        per_kind = {k: _median_record(v) for k, v in run_in_mode(loop_name, timed).items()}
+                recs[kind].append(run_in_mode(loop_name, timed))
+        per_kind = {k: _median_record(v) for k, v in recs.items()}
         if loop_name == "asyncio":
             for kind in KINDS:
 

@@ -114,11 +114,26 @@ class AsyncioTaskStatus:
 
 
 class AsyncioTaskGroup(TaskGroup):
-    """anyio-style task group on the C cancel scope (see :class:`~.base.TaskGroup`).
+    """anyio-style task group on the C cancel scope, with trio's nursery semantics.
 
     Children are created with ``loop.create_task`` (copying the current contextvars
     context) and adopted into :attr:`cancel_scope` before their first step, so cancelling
     the scope cancels them (level-triggered, like any code inside the scope).
+
+    Exit follows trio's ``Nursery`` (``_nested_child_finished``/``_add_exc``):
+
+    * every exception that ends the body or a child, a cancellation included, is collected
+      and cancels :attr:`cancel_scope`; a child's ``CancelledError`` is collected when the
+      group's scope is effectively cancelled (a child cancelled by a plain
+      ``Task.cancel()`` of its own is ignored, as in anyio);
+    * ``__aexit__`` waits for the children in a shielded scope: a cancel scope (the
+      group's or an enclosing one) never interrupts the host there, only an external
+      ``Task.cancel()`` of the host does -- it cancels the group, the wait goes on and the
+      cancellation is re-raised afterwards;
+    * the collected exceptions go to ``cancel_scope.__exit__`` as one exception group
+      (which keeps the cancellations the scope catches, as trio's scope does, and raises
+      the rest); when only cancellations were collected, a bare ``CancelledError`` is used
+      instead, so asyncio code around the group (``asyncio.timeout``...) sees a plain one.
     """
 
     __slots__ = (
@@ -137,6 +152,7 @@ class AsyncioTaskGroup(TaskGroup):
         self.cancel_scope: _engine.CancelScope = _CScope()
         self._entered = False
         self._active = False
+        #: exceptions of the body and of the children, in the order they happened
         self._errors: list[BaseException] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         #: tasks started with start() that have not called task_status.started() yet
@@ -217,30 +233,49 @@ class AsyncioTaskGroup(TaskGroup):
         finally:
             self._starting.pop(task, None)
 
+    def _add_error(self, exc: BaseException) -> None:
+        """Collect ``exc`` for the exit and cancel the group (trio's ``Nursery._add_exc``)."""
+        self._errors.append(exc)
+        self.cancel_scope.cancel()
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         start_future = self._starting.pop(task, None)
+        exc: BaseException | None
         if task.cancelled():
-            exc: BaseException | None = None
+            try:
+                task.result()
+            except _CancelledError as cancelled:
+                exc = cancelled
+            else:  # pragma: no cover - a cancelled task always raises
+                exc = _CancelledError()
         else:
             exc = task.exception()
         if start_future is not None and not start_future.done():
             # Failed (or returned) before task_status.started(): the error is start()'s.
-            if exc is not None:
-                start_future.set_exception(exc)
-            elif task.cancelled():
+            if task.cancelled():
                 start_future.set_exception(
                     RuntimeError(
                         "the child task was cancelled before calling task_status.started()"
                     )
                 )
+            elif exc is not None:
+                start_future.set_exception(exc)
             else:
                 start_future.set_exception(
                     RuntimeError("the child task exited without calling task_status.started()")
                 )
-        elif exc is not None and not isinstance(exc, _CancelledError):
-            self._errors.append(exc)
-            self.cancel_scope.cancel()
+        elif exc is not None:
+            if not isinstance(exc, _CancelledError):
+                self._add_error(exc)
+            elif (
+                start_future is None or not start_future.cancelled()
+            ) and self.cancel_scope.effectively_cancelled:
+                # Cancelled by the group's scope (or an enclosing one): like trio's
+                # Cancelled in the nursery, it goes to the scope that caught it. A start()
+                # whose caller gave up, or a plain task.cancel() of this child, is not.
+                self._add_error(exc)
+        del exc
         if not self._tasks:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -248,46 +283,46 @@ class AsyncioTaskGroup(TaskGroup):
 
     # -- exit ----------------------------------------------------------------------------
 
+    async def _wait_children(self) -> BaseException | None:
+        """Wait until every child is done; return the host's external cancellation, if any.
+
+        The wait sits in a shielded scope, so no cancel scope interrupts it (trio's nursery
+        never interrupts a parent waiting in ``__aexit__``). Only a plain ``Task.cancel()``
+        of the host gets through: it cancels the group and the wait goes on.
+        """
+        loop = self._loop
+        assert loop is not None
+        external: BaseException | None = None
+        with _CScope(shield=True):
+            while self._tasks:
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                except _CancelledError as exc:
+                    self.cancel_scope.cancel()
+                    if external is None:
+                        external = exc
+                finally:
+                    self._waiter = None
+        return external
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None:
-        """Wait for every child, then leave the scope; raise the collected errors."""
+        """Wait for every child, then leave the scope; raise what the scope does not catch."""
         if not self._active:
             raise RuntimeError("this task group is not active")
         scope = self.cancel_scope
-        loop = self._loop
-        assert loop is not None
-        # The cancellation (if any) the host itself received; the scope decides whether it
-        # was its own (swallowed) or belongs to someone else (re-raised).
-        cancel_exc: BaseException | None = None
         try:
             if exc_val is not None:
-                scope.cancel()
-                if isinstance(exc_val, _CancelledError):
-                    cancel_exc = exc_val
-                else:
-                    self._errors.append(exc_val)
-            shielded = False
-            while self._tasks:
-                self._waiter = loop.create_future()
-                try:
-                    if shielded:
-                        with _CScope(shield=True):
-                            await self._waiter
-                    else:
-                        await self._waiter
-                except _CancelledError as exc:
-                    # Cancel the children and keep waiting; waiting further in a shielded
-                    # scope avoids re-delivery spinning while they unwind.
-                    scope.cancel()
-                    shielded = True
-                    if cancel_exc is None:
-                        cancel_exc = exc
-                finally:
-                    self._waiter = None
+                self._add_error(exc_val)
+            if self._tasks:
+                external = await self._wait_children()
+                if external is not None:
+                    self._errors.append(external)
         except BaseException as exc:  # pragma: no cover - not a cancellation: unexpected
             scope.cancel()
             if scope.__exit__(type(exc), exc, exc.__traceback__):
@@ -296,20 +331,27 @@ class AsyncioTaskGroup(TaskGroup):
         finally:
             self._active = False
         errors, self._errors = self._errors, []
-        if errors:
+        try:
+            if not errors:
+                return scope.__exit__(None, None, None)
+            if all(isinstance(error, _CancelledError) for error in errors):
+                # Only cancellations: hand the scope a bare one (see the class docstring).
+                cancelled = exc_val if isinstance(exc_val, _CancelledError) else errors[-1]
+                if scope.__exit__(type(cancelled), cancelled, cancelled.__traceback__):
+                    return True
+                if cancelled is exc_val:
+                    return False
+                raise cancelled
             group = BaseExceptionGroup("unhandled errors in a TaskGroup", errors)
-            scope.__exit__(type(group), group, None)
             try:
+                # The scope keeps the cancellations it catches and raises the rest.
+                if scope.__exit__(type(group), group, None):
+                    return True  # pragma: no cover - a group with other errors remains
                 raise group from None
             finally:
-                del group, errors
-        if cancel_exc is not None:
-            if scope.__exit__(type(cancel_exc), cancel_exc, cancel_exc.__traceback__):
-                return True
-            if cancel_exc is exc_val:
-                return False
-            raise cancel_exc
-        return scope.__exit__(exc_type, exc_val, exc_tb)
+                del group
+        finally:
+            del errors, exc_val
 
 
 class AsyncioQueue(Queue[T]):

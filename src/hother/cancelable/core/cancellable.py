@@ -791,13 +791,6 @@ class Cancellable(_engine.CancellableCore):
         backend = self._backend or _backend()
         return await backend.run_sync_in_thread(ctx.run, func, *args, **kwargs)  # type: ignore[no-any-return]
 
-    def __del__(self) -> None:
-        parent_ref = getattr(self, "_parent_ref", None)
-        if parent_ref is not None:
-            parent = parent_ref()
-            if parent is not None:
-                parent._children.discard(self)
-
     def __repr__(self) -> str:
         return (
             f"Cancellable(id={self.operation_id[:8]}, name={self._name!r}, "
