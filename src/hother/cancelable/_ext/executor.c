@@ -64,6 +64,51 @@ static int trio_loaded(void)
     return 1;
 }
 
+/* trio's per-thread run context (trio._core._run.GLOBAL_RUN_CONTEXT), when it has one: its
+ * `runner.trio_token` is what trio.lowlevel.current_trio_token() returns, read here without
+ * the two Python wrappers of that function (the hot path of an operation under trio).
+ * Anything unexpected falls back to the public function. */
+static PyObject *trio_run_context;
+static PyObject *s_runner, *s_trio_token;
+static int trio_ctx_state; /* 0 unknown, 1 usable, -1 not available */
+
+static PyObject *fast_trio_token(void)
+{
+    if (trio_ctx_state == 0) {
+        trio_ctx_state = -1;
+        PyObject *run = PyImport_ImportModule("trio._core._run");
+        if (run != NULL) {
+            trio_run_context = PyObject_GetAttrString(run, "GLOBAL_RUN_CONTEXT");
+            Py_DECREF(run);
+        }
+        s_runner = PyUnicode_InternFromString("runner");
+        s_trio_token = PyUnicode_InternFromString("trio_token");
+        if (trio_run_context != NULL && s_runner != NULL && s_trio_token != NULL) {
+            trio_ctx_state = 1;
+        }
+        PyErr_Clear();
+    }
+    if (trio_ctx_state < 0) {
+        return NULL;
+    }
+    PyObject *runner = PyObject_GetAttr(trio_run_context, s_runner);
+    if (runner == NULL) {
+        PyErr_Clear(); /* not in a trio run */
+        return NULL;
+    }
+    PyObject *tok = PyObject_GetAttr(runner, s_trio_token);
+    Py_DECREF(runner);
+    if (tok == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (trio_token_type != NULL && (PyObject *)Py_TYPE(tok) == trio_token_type) {
+        return tok;
+    }
+    Py_DECREF(tok); /* None until first requested: let the public function create it */
+    return NULL;
+}
+
 /* New reference to the current TrioToken, or NULL without an error when not in a trio run. */
 static PyObject *current_trio_token(void)
 {
@@ -73,6 +118,10 @@ static PyObject *current_trio_token(void)
             PyErr_Clear();
         }
         return NULL;
+    }
+    PyObject *fast = fast_trio_token();
+    if (fast != NULL) {
+        return fast;
     }
     PyObject *tok = PyObject_CallNoArgs(trio_current_token);
     if (tok == NULL) {
