@@ -39,7 +39,7 @@ CTEST_BIN := build/ctest/run_tests
 ASAN_BIN := build/ctest-asan/run_tests
 TSAN_BIN := build/ctest-tsan/run_tests
 
-.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz
+.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz docs wheel-test
 
 all: build
 
@@ -93,6 +93,14 @@ format: $(STAMP)
 demo: build
 	$(VPY) examples/showcase.py
 
+# The documentation site (mkdocs --strict) into site/.
+docs: build
+	VPY=$(VPY) scripts/docs.sh
+
+# Build sdist + wheel, install the wheel in a fresh venv, run the examples from it.
+wheel-test: $(STAMP)
+	VPY=$(VPY) scripts/wheel_test.sh
+
 # Benchmarks against asyncio.timeout, anyio and trio; rewrites docs/performance.md.
 bench: build
 	$(VPY) -m bench
@@ -107,4 +115,4 @@ fuzz: build
 	VPY=$(VPY) scripts/fuzz.sh $(FUZZ_N)
 
 clean:
-	rm -rf build src/hother/cancelable/*.so .build.lock
+	rm -rf build site dist src/hother/cancelable/*.so .build.lock

@@ -1,11 +1,15 @@
-"""Cancellable database work: SQLite in memory through SQLAlchemy async + aiosqlite.
+"""Cancellable database work: SQLite through SQLAlchemy async + aiosqlite.
 
 1. basic queries in a ``cancellable_session`` (committed at the end of the block);
 2. batch inserts with progress, in a ``@cancellable(timeout=...)`` function;
 3. a long read in pages (``execute_chunked``) reporting its progress;
 4. a cancelled operation: its timeout fires after some writes, the session rolls back and
    nothing of the block stays written;
-5. a job stopped by a token cancelled from another task: it stops at its next statement.
+5. a job stopped by a token cancelled from another task, in the middle of its writes.
+
+The database is a throwaway file in a temporary directory rather than ``:memory:``: a
+cancellation that interrupts a statement makes SQLAlchemy discard (invalidate) that
+connection, and an in-memory SQLite database lives and dies with its connection.
 
 Run it::
 
@@ -19,12 +23,13 @@ SQLAlchemy's async engine runs on asyncio only: not in the trio mode.
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from _common import outcome, parse_modes, run, say, section
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
 from hother.cancelable import (
     Cancellable,
@@ -92,7 +97,9 @@ async def batch_demo(engine: AsyncEngine) -> None:
     section("2. batch processing with progress")
     reports: list[str] = []
     inserted = await import_rows(engine, 5000, 500, reports)
-    say(f"imported {inserted} rows in {len(reports)} reported batches: last {reports[-1]!r}")
+    batches = [r for r in reports if r.startswith("Inserted")]
+    say(f"imported {inserted} rows in {len(batches)} batches, last: {batches[-1]!r}")
+    say(f"session reports: {[r for r in reports if not r.startswith('Inserted')]}")
     say(f"rows now: {await count_rows(engine, 'row_%')}")
 
 
@@ -156,7 +163,7 @@ async def token_demo(engine: AsyncEngine) -> None:
             async with op:
                 async with cancellable_session(engine, op) as session:
                     for i in range(1000):
-                        # each statement first checks the token
+                        # a statement in flight is interrupted; the next one checks first
                         await session.execute(insert(items), [{"name": f"job_{i}", "value": i}])
                         written += 1
                         if written == 10:
@@ -168,21 +175,18 @@ async def token_demo(engine: AsyncEngine) -> None:
 
 
 async def demo() -> None:
-    engine = create_async_engine(
-        "sqlite+aiosqlite:///:memory:",
-        poolclass=StaticPool,  # one shared connection: the in-memory database lives in it
-        connect_args={"check_same_thread": False},
-    )
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        await basic_demo(engine)
-        await batch_demo(engine)
-        await chunked_demo(engine)
-        await cancelled_demo(engine)
-        await token_demo(engine)
-    finally:
-        await engine.dispose()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{Path(tmp) / 'demo.sqlite'}")
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            await basic_demo(engine)
+            await batch_demo(engine)
+            await chunked_demo(engine)
+            await cancelled_demo(engine)
+            await token_demo(engine)
+        finally:
+            await engine.dispose()
 
 
 def main() -> int:

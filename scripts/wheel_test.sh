@@ -18,7 +18,7 @@
 #   VPY                 python used to build (default .venv/bin/python; needs `build`)
 #   WHEEL_TEST_DIR      work directory (default: a new temporary directory, removed at exit)
 #   WHEEL_TEST_DIST     directory holding an already built sdist + wheel: skip step 1
-#   WHEEL_TEST_EXTRAS   extras installed with the wheel (default: trio,uvloop,httpx,psutil)
+#   WHEEL_TEST_EXTRAS   extras installed with the wheel (default: trio,uvloop,httpx,sqlalchemy,psutil)
 #   WHEEL_TEST_EXAMPLES space-separated example names to run (default: every examples/*.py
 #                       not starting with "_"); showcase always runs
 set -euo pipefail
@@ -27,7 +27,7 @@ repo=$(pwd)
 
 vpy=${VPY:-.venv/bin/python}
 case $vpy in /*) ;; *) vpy="$repo/$vpy" ;; esac
-extras=${WHEEL_TEST_EXTRAS:-trio,uvloop,httpx,psutil}
+extras=${WHEEL_TEST_EXTRAS:-trio,uvloop,httpx,sqlalchemy,psutil}
 
 if [ -n "${WHEEL_TEST_DIR:-}" ]; then
     work=$WHEEL_TEST_DIR

@@ -227,6 +227,23 @@ EXAMPLES: tuple[Example, ...] = (
         ),
         requires=("httpx",),
     ),
+    Example(
+        "database_simple",
+        (
+            r"inserted and read back: \['basic_0', 'basic_1', 'basic_2'\]; completed",
+            r"imported 5000 rows in 10 batches, last: 'Inserted batch 10: 500 rows'",
+            r"session reports: \['Committing transaction'\]",
+            r"rows now: 5000",
+            r"read 5000 rows in 5 pages, sum of values 238834; completed",
+            r"progress: \['Processed 1000 rows', .*'Processed 5000 rows'\]",
+            r"slow_migration: cancelled / timeout .* after \d+ of 100 writes",
+            r"rows before (\d+), after \1: rolled back = True",
+            r"cleanup_job: cancelled / manual \('operator pressed stop'\)",
+            r"stopped after \d+ of 1000 writes; rows kept: 0",
+        ),
+        unsupported={"trio": "SQLAlchemy's async engine and aiosqlite run on asyncio only"},
+        requires=("sqlalchemy", "aiosqlite", "greenlet"),
+    ),
 )
 
 MODE_MODULES = {"uvloop": "uvloop", "trio": "trio"}

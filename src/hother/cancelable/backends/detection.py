@@ -25,6 +25,8 @@ from typing import Literal
 import sniffio
 
 BackendType = Literal["asyncio", "anyio"]
+"""The two backends: ``"asyncio"`` (native asyncio on the C engine) and ``"anyio"`` (trio, or
+asyncio when forced)."""
 _VALID: tuple[BackendType, ...] = ("asyncio", "anyio")
 ENV_VAR = "HOTHER_CANCELABLE_BACKEND"
 

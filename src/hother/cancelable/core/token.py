@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: A token callback: called with the token; may return an awaitable (async callbacks).
 TokenCallback = Callable[["CancellationToken"], Awaitable[Any] | None]
+"""A token callback: ``callback(token)``, sync or async (its awaitable is awaited)."""
 
 _DEFAULT_MESSAGE = "Operation cancelled via token"
 

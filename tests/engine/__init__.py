@@ -1,0 +1,1 @@
+"""Tests of the C binding ``hother.cancelable._engine`` (error paths, GC, allocation failures)."""
