@@ -56,6 +56,7 @@ typedef struct Scope {
     unsigned char deadline_reached;
     unsigned char host_inside; /* the host task's innermost scope is this one */
     PyObject *weakreflist;
+    PyObject *anyio_outer; /* the task's innermost anyio scope when this scope was entered */
 } Scope;
 
 struct LoopEngine {
@@ -373,6 +374,109 @@ static int engine_schedule_redeliver(LoopEngine *e, PyObject *loop)
 }
 
 /* ------------------------------------------------------------------------- */
+/* Interop with anyio's own scopes on asyncio                                 */
+/* anyio keeps, per task, its innermost anyio CancelScope (anyio._backends._asyncio._task_states,
+ * a WeakKeyDictionary of TaskState objects). An `anyio.CancelScope(shield=True)` entered inside
+ * one of our cancelled scopes must protect its body, as anyio and trio guarantee: each of our
+ * scopes remembers the task's innermost anyio scope at enter, and delivery skips a task whose
+ * anyio scopes entered since then include a shielded one. Nothing is read unless anyio's
+ * asyncio backend is imported. */
+static PyObject *anyio_states; /* _task_states.data (dict weakref(task) -> TaskState) */
+static int anyio_state;        /* 0 unknown / not imported yet, 1 usable, -1 unusable */
+static PyObject *s_cancel_scope, *s_parent_scope, *s_shield_attr;
+
+static int anyio_ready(void)
+{
+    if (anyio_state != 0) {
+        return anyio_state > 0;
+    }
+    PyObject *modules = PyImport_GetModuleDict();
+    PyObject *mod = PyDict_GetItemString(modules, "anyio._backends._asyncio");
+    if (mod == NULL) {
+        return 0; /* not imported (yet): ask again next time */
+    }
+    anyio_state = -1;
+    PyObject *ts = PyObject_GetAttrString(mod, "_task_states");
+    if (ts == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *data = PyObject_GetAttrString(ts, "data");
+    Py_DECREF(ts);
+    if (data == NULL || !PyDict_Check(data)) {
+        Py_XDECREF(data);
+        PyErr_Clear();
+        return 0;
+    }
+    anyio_states = data;
+    anyio_state = 1;
+    return 1;
+}
+
+/* New reference to the task's innermost anyio scope, or NULL (no error). */
+static PyObject *anyio_scope_of(PyObject *task)
+{
+    if (!anyio_ready()) {
+        return NULL;
+    }
+    PyObject *wr = PyWeakref_NewRef(task, NULL);
+    if (wr == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(anyio_states, wr); /* borrowed */
+    Py_DECREF(wr);
+    if (state == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *scope = PyObject_GetAttr(state, s_cancel_scope);
+    if (scope == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (scope == Py_None) {
+        Py_DECREF(scope);
+        return NULL;
+    }
+    return scope;
+}
+
+/* Non-zero when an anyio scope entered in `task` after `boundary` is shielded. */
+static int anyio_shield_inside(PyObject *task, PyObject *boundary)
+{
+    PyObject *cur = anyio_scope_of(task);
+    int depth = 0;
+    while (cur != NULL && cur != boundary && depth++ < 10000) {
+        PyObject *sh = PyObject_GetAttr(cur, s_shield_attr);
+        if (sh == NULL) {
+            PyErr_Clear();
+            Py_DECREF(cur);
+            return 0;
+        }
+        int shielded = sh == Py_True;
+        Py_DECREF(sh);
+        if (shielded) {
+            Py_DECREF(cur);
+            return 1;
+        }
+        PyObject *parent = PyObject_GetAttr(cur, s_parent_scope);
+        Py_DECREF(cur);
+        if (parent == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (parent == Py_None) {
+            Py_DECREF(parent);
+            return 0;
+        }
+        cur = parent;
+    }
+    Py_XDECREF(cur);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
 /* Delivery                                                                   */
 
 static int task_started(PyObject *task)
@@ -479,6 +583,9 @@ static int deliver_to_task(LoopEngine *e, PyObject *task, PyObject *current, int
     }
     Scope *inner = innermost_of(task);
     Scope *origin = cancel_origin(inner);
+    if (anyio_shield_inside(task, origin != NULL ? origin->anyio_outer : NULL)) {
+        return 0; /* an anyio shield inside the cancelled scope: re-checked next iteration */
+    }
     PyObject *msg = origin != NULL && origin->reason != NULL ? origin->reason : Py_None;
     PyObject *r = PyObject_CallMethodOneArg(task, G.s_cancel, msg);
     if (r == NULL) {
@@ -757,6 +864,7 @@ static int Scope_traverse(Scope *s, visitproc visit, void *arg)
     Py_VISIT(s->host);
     Py_VISIT(s->parent);
     Py_VISIT(s->members);
+    Py_VISIT(s->anyio_outer);
     return 0;
 }
 
@@ -771,6 +879,7 @@ static int Scope_clear(Scope *s)
     Py_CLEAR(s->parent);
     Py_CLEAR(s->members);
     Py_CLEAR(s->reason);
+    Py_CLEAR(s->anyio_outer);
     return 0;
 }
 
@@ -809,6 +918,9 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
         return -1;
     }
     s->cancelling_at_enter = cancelling;
+    if (anyio_state >= 0) {
+        Py_XSETREF(s->anyio_outer, anyio_scope_of(task));
+    }
     Py_INCREF(e);
     s->engine = e;
     Py_INCREF(task);
@@ -1048,6 +1160,7 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
     Py_CLEAR(s->host);
     Py_CLEAR(s->engine);
     Py_CLEAR(s->members);
+    Py_CLEAR(s->anyio_outer);
     if (rc < 0) {
         return NULL;
     }
@@ -1343,6 +1456,7 @@ PyObject *scope_create(int shield)
     s->deadline_reached = 0;
     s->host_inside = 0;
     s->weakreflist = NULL;
+    s->anyio_outer = NULL;
     G.live_scopes++;
     PyObject_GC_Track(s);
     return (PyObject *)s;
@@ -1388,6 +1502,7 @@ int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
     Py_CLEAR(s->host);
     Py_CLEAR(s->engine);
     Py_CLEAR(s->members);
+    Py_CLEAR(s->anyio_outer);
     return rc;
 }
 
@@ -1630,6 +1745,12 @@ int engine_scope_init(PyObject *m)
     task_scopes = PyDict_New();
     all_engines = PyList_New(0);
     s_engine_attr = PyUnicode_InternFromString(ENGINE_ATTR);
+    s_cancel_scope = PyUnicode_InternFromString("cancel_scope");
+    s_parent_scope = PyUnicode_InternFromString("_parent_scope");
+    s_shield_attr = PyUnicode_InternFromString("shield");
+    if (s_cancel_scope == NULL || s_parent_scope == NULL || s_shield_attr == NULL) {
+        return -1;
+    }
     if (task_scopes == NULL || all_engines == NULL || s_engine_attr == NULL) {
         return -1;
     }
