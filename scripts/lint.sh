@@ -54,6 +54,8 @@ if [ ${#ext_c[@]} -gt 0 ]; then
 fi
 
 echo
+step "duplicated code < 5%" "$vpy" scripts/dupcheck.py src csrc --max-percent 5
+
 echo "== lint summary"
 printf '%s\n' "${summary[@]}"
 if [ $failed -ne 0 ]; then
