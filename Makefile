@@ -39,7 +39,7 @@ CTEST_BIN := build/ctest/run_tests
 ASAN_BIN := build/ctest-asan/run_tests
 TSAN_BIN := build/ctest-tsan/run_tests
 
-.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz docs wheel-test
+.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz docs wheel-test postgres postgres-stop
 
 all: build
 
@@ -92,6 +92,13 @@ format: $(STAMP)
 
 demo: build
 	$(VPY) examples/showcase.py
+
+# A private PostgreSQL test server (build/postgres); the tests start their own when needed.
+postgres:
+	scripts/postgres.sh start
+
+postgres-stop:
+	scripts/postgres.sh stop
 
 # The documentation site (mkdocs --strict) into site/.
 docs: build

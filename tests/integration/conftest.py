@@ -22,11 +22,11 @@ started the PostgreSQL tests are skipped with the reason.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,7 @@ class ServerThread:
         config.graceful_timeout = 2
         config.loglevel = "WARNING"
         config.accesslog = None
-        config.errorlog = None
+        config.errorlog = logging.getLogger("hypercorn.error")  # captured by pytest
 
         async def main() -> None:
             stop_event = trio.Event()
@@ -290,6 +290,7 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield dsn
         return
     script = REPO / "scripts" / "postgres.sh"
+    _destroy_stale_clusters(script)
     cluster = REPO / "build" / f"postgres-test-{os.getpid()}"
     try:
         proc = subprocess.run(
@@ -314,11 +315,19 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` (sync) until true or ``timeout``; for out-of-process state only."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+def _destroy_stale_clusters(script: Path) -> None:
+    """Remove the clusters of earlier test runs that were killed before their teardown."""
+    for cluster in (REPO / "build").glob("postgres-test-*"):
+        pid = cluster.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that test run is still alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        subprocess.run(
+            ["bash", str(script), "destroy", str(cluster)], capture_output=True, timeout=60
+        )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -35,6 +37,7 @@ from hother.cancelable.integrations.fastapi import (
 )
 
 DEFAULT_TIMEOUT = 0.8
+HangOperation = Annotated[Cancellable, Depends(request_cancellable(timeout=30))]
 ROUTE_TIMEOUT = 0.3
 
 
@@ -69,7 +72,7 @@ def make_app(rec: Any) -> Any:
         return {"item_id": item_id, "q": q}
 
     @app.get("/api/hang/{key}")
-    async def hang(key: str, op: Cancellable = Depends(request_cancellable(timeout=30))) -> None:
+    async def hang(key: str, op: HangOperation) -> None:
         rec.record(key, "started")
         try:
             async with op:
@@ -427,7 +430,12 @@ async def test_cancellable_websocket_forwards_and_checks() -> None:
     assert await cws.receive_json() == {"a": 1}
     await cws.close(1001, "bye")
     assert [name for name, _ in ws.calls] == [
-        "accept", "send_text", "send_json", "receive_text", "receive_json", "close"
+        "accept",
+        "send_text",
+        "send_json",
+        "receive_text",
+        "receive_json",
+        "close",
     ]
     assert ws.calls[0][1] == {"subprotocol": "x"} and ws.calls[-1][1] == (1001, "bye")
     assert progress == ["WebSocket connected", "WebSocket closed"]
@@ -450,3 +458,13 @@ async def test_streaming_response_helper_validates() -> None:
         await cancellable_streaming_response(gen(), op, chunk_size=0)
     with pytest.raises(TypeError, match="cancellable"):
         await cancellable_streaming_response(gen(), None)  # type: ignore[arg-type]
+
+
+def test_package_import_does_not_import_the_integrations() -> None:
+    code = (
+        "import sys, hother.cancelable, hother.cancelable.integrations;"
+        "print(sorted(m for m in ('fastapi', 'starlette', 'httpx', 'sqlalchemy', 'aiosqlite',"
+        " 'asyncpg', 'aiofiles') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -112,8 +112,6 @@ def _progress(op: Cancellable) -> list[tuple[str, Any]]:
     return seen
 
 
-
-
 # --------------------------------------------------------------------------- requests
 async def test_request_reports_progress(http_server: Any) -> None:
     op = Cancellable(name="fetch")
@@ -122,7 +120,10 @@ async def test_request_reports_progress(http_server: Any) -> None:
         assert client.token is op.token
         resp = await client.get("/files/data/100")
     assert resp.status_code == 200 and resp.content == content(100)
-    assert [m for m, _ in seen] == ["Starting GET request to /files/data/100", "Completed GET request"]
+    assert [m for m, _ in seen] == [
+        "Starting GET request to /files/data/100",
+        "Completed GET request",
+    ]
     assert seen[1][1]["status_code"] == 200
     assert seen[1][1]["url"].endswith("/files/data/100")
 

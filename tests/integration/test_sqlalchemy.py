@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hother.cancelable import Cancellable, CancellationReason, OperationStatus
+from hother.cancelable.integrations.httpx import CancellableHTTPClient
 from hother.cancelable.integrations.sqlalchemy import (
     CancellableAsyncResult,
     CancellableAsyncScalarResult,
@@ -363,9 +364,7 @@ async def test_execute_chunked_pages(sqlite_url: str) -> None:
 
         async with AsyncSession(engine) as raw:
             session = CancellableAsyncSession(raw, op)
-            total = await execute_chunked(
-                session, select(Item.id).order_by(Item.id), 5, collect
-            )
+            total = await execute_chunked(session, select(Item.id).order_by(Item.id), 5, collect)
             assert total == 13
             assert [len(c) for c in chunks] == [5, 5, 3]
             assert [x for c in chunks for x in c] == list(range(13))
@@ -375,9 +374,12 @@ async def test_execute_chunked_pages(sqlite_url: str) -> None:
                 "Processed 13 rows",
             ]
             sync_seen: list[int] = []
-            assert await execute_chunked(
-                session, select(Item.id).order_by(Item.id), 13, sync_seen.extend
-            ) == 13
+            assert (
+                await execute_chunked(
+                    session, select(Item.id).order_by(Item.id), 13, sync_seen.extend
+                )
+                == 13
+            )
             assert sync_seen == list(range(13))
             with pytest.raises(ValueError, match="chunk_size"):
                 await execute_chunked(session, select(Item.id), 0)
@@ -469,5 +471,30 @@ async def test_validation(sqlite_url: str) -> None:
         with pytest.raises(TypeError, match="cancellable"):
             async with cancellable_session(engine, None):  # type: ignore[arg-type]
                 pass  # pragma: no cover
+    finally:
+        await engine.dispose()
+
+
+def _e2e_app(_recorder: Any) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"payload"})
+
+    return app
+
+
+async def test_http_and_database_share_one_operation(
+    sqlite_url: str, http_server: Any, server_pool: Any
+) -> None:
+    server_pool.register("/e2e", _e2e_app)
+    engine = await fresh_engine(sqlite_url)
+    try:
+        async with Cancellable.with_timeout(5.0, name="import") as op:
+            async with CancellableHTTPClient(op, base_url=http_server.base_url) as client:
+                body = (await client.get("/e2e/data")).text
+            async with cancellable_session(engine, op) as session:
+                session.add(Item(id=1, name=body))
+        assert op.status is OperationStatus.COMPLETED and not op.is_cancelled
+        assert await count_rows(engine) == 1
     finally:
         await engine.dispose()

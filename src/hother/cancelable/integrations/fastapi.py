@@ -87,8 +87,7 @@ def _check_timeout(timeout: object, what: str = "timeout") -> float | None:
 
 
 def _has_body(scope: Scope) -> bool:
-    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
-        return True  # HTTP/2 and /3 may stream a body without a Content-Length
+    """Whether the request may carry a body (then the app reads it before the watcher)."""
     for name, value in scope.get("headers", ()):
         if name == b"transfer-encoding":
             return True
@@ -97,7 +96,11 @@ def _has_body(scope: Scope) -> bool:
                 return int(value) > 0
             except ValueError:
                 return True
-    return False
+    if scope.get("http_version", "1.1") in ("1.0", "1.1"):
+        return False  # HTTP/1: no Content-Length and no Transfer-Encoding means no body
+    # HTTP/2 and /3 may stream a body without a Content-Length; assume none for the methods
+    # that normally have none (if one comes anyway, the watcher forwards it untouched)
+    return scope.get("method") not in ("GET", "HEAD", "OPTIONS", "DELETE")
 
 
 class _RequestWatch:
@@ -439,18 +442,14 @@ class CancellableStreamingResponse(StreamingResponse):
     ) -> None:
         """Stream ``content`` inside ``cancellable``; ``kwargs`` go to ``StreamingResponse``."""
         if not isinstance(cancellable, Cancellable):
-            raise TypeError(
-                f"cancellable must be a Cancellable, not {type(cancellable).__name__}"
-            )
+            raise TypeError(f"cancellable must be a Cancellable, not {type(cancellable).__name__}")
         if not isinstance(content, AsyncIterable):
-            raise TypeError(
-                f"content must be an async iterable, not {type(content).__name__}"
-            )
+            raise TypeError(f"content must be an async iterable, not {type(content).__name__}")
         self.cancellable = cancellable
         self._content = content
         super().__init__(cancellable.stream(aiter(content)), media_type=media_type, **kwargs)
 
-    async def stream_response(self, send: Send) -> None:  # type: ignore[override]
+    async def stream_response(self, send: Send) -> None:
         """Send the body; see the class docstring."""
         op = self.cancellable
         started = False
@@ -464,9 +463,9 @@ class CancellableStreamingResponse(StreamingResponse):
         try:
             if op.status is OperationStatus.PENDING:
                 async with op:
-                    await super().stream_response(tracking_send)  # type: ignore[arg-type]
+                    await super().stream_response(tracking_send)
             else:
-                await super().stream_response(tracking_send)  # type: ignore[arg-type]
+                await super().stream_response(tracking_send)
         except (_cancel_exc_class(), CancellationError):
             own = _own_cancel_reason(op) is not None or op.token.is_cancelled
             if not own or await _outer_cancel_pending():
@@ -480,7 +479,9 @@ class CancellableStreamingResponse(StreamingResponse):
                     }
                 )
             if (self.media_type or "").startswith("text/event-stream"):
-                await send({"type": "http.response.body", "body": _SSE_CANCELLED, "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": _SSE_CANCELLED, "more_body": True}
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await _shielded(self._close_iterators)
@@ -524,9 +525,7 @@ class CancellableWebSocket:
     def __init__(self, websocket: WebSocket, cancellable: Cancellable) -> None:
         """Wrap ``websocket``."""
         if not isinstance(cancellable, Cancellable):
-            raise TypeError(
-                f"cancellable must be a Cancellable, not {type(cancellable).__name__}"
-            )
+            raise TypeError(f"cancellable must be a Cancellable, not {type(cancellable).__name__}")
         self.websocket = websocket
         self.cancellable = cancellable
 

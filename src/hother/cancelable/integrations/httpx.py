@@ -60,7 +60,9 @@ class CancellableHTTPClient:
         """Create the client; see the class docstring."""
         self.cancellable = _check_op(cancellable)
         if token is not None and not isinstance(token, CancellationToken):
-            raise TypeError(f"token must be a CancellationToken or None, not {type(token).__name__}")
+            raise TypeError(
+                f"token must be a CancellationToken or None, not {type(token).__name__}"
+            )
         self.token: CancellationToken | None = (
             token if token is not None else (cancellable.token if cancellable is not None else None)
         )
@@ -100,7 +102,9 @@ class CancellableHTTPClient:
             await _raise_if_cancelled(tokens)
 
     @staticmethod
-    def _guard(tokens: list[CancellationToken], name: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _guard(
+        tokens: list[CancellationToken], name: str
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
         """A scope interrupted when one of ``tokens`` is cancelled (none needed: no-op)."""
         running = current_operation()
         if running is not None:
@@ -311,14 +315,14 @@ async def _download(
         if start > 0 and response.status_code != 206:
             start = 0  # the server sent the whole resource: restart
         length = response.headers.get("content-length")
-        total = start + int(length) if length is not None and length.isdigit() else None
+        total = start + int(length) if isinstance(length, str) and length.isdigit() else None
         if total is not None:
             await op.report_progress(
                 "Starting download", {"total_bytes": total, "resume_byte": start}
             )
         downloaded = start
         buffer = bytearray()
-        with open(path, "ab" if start > 0 else "wb") as file:  # noqa: ASYNC230
+        with open(path, "ab" if start > 0 else "wb") as file:
             try:
                 async for chunk in response.aiter_bytes(chunk_size):
                     buffer += chunk

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -91,6 +93,13 @@ class _Statement:
         self.driver = driver
         self.pid = pid
 
+    def interrupt_thread(self) -> None:
+        """aiosqlite: interrupt the statement running in the worker thread (no-op else)."""
+        if self.pid is None:
+            raw = getattr(self.driver, "_connection", None)  # the sqlite3.Connection
+            if isinstance(raw, sqlite3.Connection):
+                raw.interrupt()  # thread-safe; a no-op when nothing runs
+
     async def stop_if_abandoned(self) -> None:
         """Stop the statement if SQLAlchemy dropped its connection mid-statement."""
         if not self.conn.invalidated:
@@ -99,10 +108,17 @@ class _Statement:
             if self.pid is not None:  # PostgreSQL: cancel it on the server
                 async with self.conn.engine.connect() as other:
                     await other.execute(_CANCEL_QUERY, {"pid": self.pid})
-            else:  # aiosqlite: sqlite3's interrupt() is thread-safe and immediate
-                await self.driver.interrupt()
+            else:
+                self.interrupt_thread()
         except Exception:
             logger.warning("could not stop an abandoned statement", exc_info=True)
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` is done, whatever its outcome."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def _driver_pid(driver: Any) -> int | None:
@@ -175,19 +191,36 @@ class CancellableAsyncSession:
         if dialect == "postgresql":
             pid = _driver_pid(driver)
             return _Statement(conn, driver, pid) if pid is not None else None
-        if callable(getattr(driver, "interrupt", None)):
-            return _Statement(conn, driver, None)
+        if isinstance(getattr(driver, "_connection", None), sqlite3.Connection):
+            return _Statement(conn, driver, None)  # aiosqlite
         return None
 
-    async def _run(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Check, then run one statement-emitting call; clean up the server on cancel."""
-        await self._check_cancellation()
-        statement = await self._statement()
+    async def _run(
+        self, call: Callable[[], Awaitable[Any]], *, statement: bool = True, check: bool = True
+    ) -> Any:
+        """Check, then run one database call; stop it cleanly when cancelled.
+
+        The call runs in its own task, awaited through ``asyncio.shield``: a cancellation
+        reaches SQLAlchemy exactly once (``Task.cancel()``, as plain asyncio would deliver
+        it) and SQLAlchemy's own cleanup -- invalidating and closing an interrupted
+        connection -- then runs to its end, which a level-triggered cancel scope re-cancelling
+        every await would cut short (leaving, e.g., aiosqlite close tasks that never finish).
+        Meanwhile the statement is stopped where it runs (see :class:`_Statement`).
+        """
+        if check:
+            await self._check_cancellation()
+        where = await self._statement() if statement else None
+        task = asyncio.ensure_future(call())
         try:
-            return await call()
-        except BaseException as exc:
-            if statement is not None and isinstance(exc, asyncio.CancelledError):
-                await _shielded(statement.stop_if_abandoned)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.cancel()
+                if where is not None:
+                    where.interrupt_thread()
+                await _shielded(lambda: _settle(task))
+            if where is not None:
+                await _shielded(where.stop_if_abandoned)
             raise
 
     # ------------------------------------------------------------------ statements
@@ -277,7 +310,7 @@ class CancellableAsyncSession:
         await self._check_cancellation()
         if self.cancellable is not None:
             await self.cancellable.report_progress("Committing transaction")
-        await self.session.commit()
+        await self._run(self.session.commit, statement=False, check=False)
 
     async def rollback(self) -> None:
         """Report ``Rolling back transaction``, roll back (shielded; not checked)."""
@@ -300,7 +333,7 @@ class CancellableAsyncSession:
             await op.report_progress(f"Starting bulk {what} of {len(mappings)} records")
         for k, start in enumerate(range(0, len(mappings), _BULK_BATCH), 1):
             batch = list(mappings[start : start + _BULK_BATCH])
-            await self._run(lambda batch=batch: self.session.run_sync(call, batch))
+            await self._run(functools.partial(self.session.run_sync, call, batch))
             if op is not None:
                 await op.report_progress(f"{done} batch {k}: {len(batch)} records")
 
@@ -319,9 +352,7 @@ class CancellableAsyncSession:
             lambda s, batch: s.bulk_insert_mappings(mapper, batch, return_defaults, render_nulls),
         )
 
-    async def bulk_update_mappings(
-        self, mapper: Any, mappings: Sequence[dict[str, Any]]
-    ) -> None:
+    async def bulk_update_mappings(self, mapper: Any, mappings: Sequence[dict[str, Any]]) -> None:
         """``Session.bulk_update_mappings`` in batches of 1000 (each checked), via ``run_sync``."""
         await self._bulk(
             "update",
@@ -493,9 +524,7 @@ class CancellableAsyncScalarResult:
         return await self.result.first()
 
 
-async def _rollback_quietly(
-    session: AsyncSession, op: Cancellable, exc: BaseException
-) -> None:
+async def _rollback_quietly(session: AsyncSession, op: Cancellable, exc: BaseException) -> None:
     try:
         await op.report_progress(f"Rolling back transaction: {type(exc).__name__}")
         await session.rollback()
@@ -527,7 +556,7 @@ async def cancellable_session(
             await wrapped.commit()
         except BaseException as exc:
             # every exception: a cancellation, a SQLAlchemyError or any other error
-            await _shielded(lambda: _rollback_quietly(session, cancellable, exc))
+            await _shielded(functools.partial(_rollback_quietly, session, cancellable, exc))
             raise
     finally:
         await _shielded(session.close)
@@ -574,7 +603,7 @@ class CancellableTransaction:
                 await _shielded(tx.rollback)
                 raise
             await self._report("Committing transaction")
-            await tx.commit()
+            await self.session._run(tx.commit, statement=False, check=False)
             return False
         await self._report(f"Rolling back transaction: {exc_type.__name__}")
         try:
