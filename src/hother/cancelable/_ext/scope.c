@@ -56,7 +56,8 @@ typedef struct Scope {
     unsigned char deadline_reached;
     unsigned char host_inside; /* the host task's innermost scope is this one */
     PyObject *weakreflist;
-    PyObject *anyio_outer; /* the task's innermost anyio scope when this scope was entered */
+    PyObject *anyio_outer;  /* the task's innermost anyio scope when this scope was entered */
+    PyObject *anyio_shield; /* shielded scopes: a companion anyio shield (anyio loaded) */
 } Scope;
 
 struct LoopEngine {
@@ -865,6 +866,7 @@ static int Scope_traverse(Scope *s, visitproc visit, void *arg)
     Py_VISIT(s->parent);
     Py_VISIT(s->members);
     Py_VISIT(s->anyio_outer);
+    Py_VISIT(s->anyio_shield);
     return 0;
 }
 
@@ -880,6 +882,7 @@ static int Scope_clear(Scope *s)
     Py_CLEAR(s->members);
     Py_CLEAR(s->reason);
     Py_CLEAR(s->anyio_outer);
+    Py_CLEAR(s->anyio_shield);
     return 0;
 }
 
@@ -966,6 +969,66 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     return 0;
 }
 
+/* A shielded engine scope must also stop cancellation coming from anyio's own scopes on
+ * asyncio (anyio cancels tasks itself, with Task.cancel): when anyio's asyncio backend is
+ * loaded, a shielded scope enters a companion anyio.CancelScope(shield=True). */
+static PyObject *anyio_cancel_scope_cls;
+
+static int enter_anyio_shield(Scope *s)
+{
+    if (!anyio_ready()) {
+        return 0;
+    }
+    if (anyio_cancel_scope_cls == NULL) {
+        PyObject *anyio = PyImport_ImportModule("anyio");
+        if (anyio == NULL) {
+            return -1;
+        }
+        anyio_cancel_scope_cls = PyObject_GetAttrString(anyio, "CancelScope");
+        Py_DECREF(anyio);
+        if (anyio_cancel_scope_cls == NULL) {
+            return -1;
+        }
+    }
+    PyObject *kw = Py_BuildValue("{s:O}", "shield", Py_True);
+    if (kw == NULL) {
+        return -1;
+    }
+    PyObject *empty = PyTuple_New(0);
+    PyObject *a = empty != NULL ? PyObject_Call(anyio_cancel_scope_cls, empty, kw) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(kw);
+    if (a == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(a, "__enter__", NULL);
+    if (r == NULL) {
+        Py_DECREF(a);
+        return -1;
+    }
+    Py_DECREF(r);
+    s->anyio_shield = a;
+    return 0;
+}
+
+static int exit_anyio_shield(Scope *s, PyObject *const *args)
+{
+    PyObject *a = s->anyio_shield;
+    if (a == NULL) {
+        return 0;
+    }
+    s->anyio_shield = NULL;
+    PyObject *r = PyObject_CallMethod(a, "__exit__", "OOO", args[0], args[1], args[2]);
+    Py_DECREF(a);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *Scope_exit_now(Scope *s, PyObject *exc);
+
 static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
 {
     if (s->state != 0) {
@@ -994,6 +1057,15 @@ static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
     Py_DECREF(task);
     Py_DECREF(loop);
     if (rc < 0) {
+        return NULL;
+    }
+    if (s->shield && enter_anyio_shield(s) < 0) {
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+        PyObject *r = Scope_exit_now(s, Py_None);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        PyErr_Restore(et, ev, etb);
         return NULL;
     }
     Py_INCREF(s);
@@ -1153,6 +1225,10 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
                                             "current task's current cancel scope");
         return NULL;
     }
+    if (s->anyio_shield != NULL && exit_anyio_shield(s, args) < 0) {
+        /* anyio refused (out of order): report, our own exit still runs */
+        engine_report_error("hother.cancelable: exiting the companion anyio shield");
+    }
     int rc = scope_exit_impl(s, loop, args[1]);
     Py_DECREF(loop);
     /* release what only an active scope needs (keep parent: cheap, and keeps
@@ -1165,6 +1241,12 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return PyBool_FromLong(rc);
+}
+
+static PyObject *Scope_exit_now(Scope *s, PyObject *exc)
+{
+    PyObject *args[3] = {Py_None, exc, Py_None};
+    return Scope_exit(s, args, 3);
 }
 
 static PyObject *scope_cancel_cb(PyObject *self, PyObject *reason)
@@ -1457,6 +1539,7 @@ PyObject *scope_create(int shield)
     s->host_inside = 0;
     s->weakreflist = NULL;
     s->anyio_outer = NULL;
+    s->anyio_shield = NULL;
     G.live_scopes++;
     PyObject_GC_Track(s);
     return (PyObject *)s;

@@ -26,13 +26,16 @@ __all__ = ["AllOfSource", "AnyOfSource", "CompositeSource"]
 
 logger = logging.getLogger(__name__)
 
+_CLOCK_SLACK = 1e-6  # seconds
+
 
 def _deadline_hit(backend: Any, scope: Any, deadline: float) -> bool:
     """``True`` when ``deadline`` passed and ``scope`` was cancelled (by a deadline)."""
     if scope is None or backend is None or math.isinf(deadline):
         return False
     try:
-        if backend.current_time() < deadline:
+        # uvloop's clock has millisecond steps: allow for the float rounding of a deadline
+        if backend.current_time() < deadline - _CLOCK_SLACK:
             return False
         reached = getattr(scope, "deadline_reached", None)
         if reached is not None:
@@ -398,7 +401,7 @@ class AllOfSource(_CompositeBase):
                 await wake.wait()
             now = backend.current_time()
             for i, child in enumerate(self._children):
-                if not child.fired and child.scope._deadline <= now:
+                if not child.fired and child.scope._deadline <= now + _CLOCK_SLACK:
                     result = self._child_fired(
                         i, child.source.reason, f"deadline of {child.source.name} reached"
                     )

@@ -11,6 +11,8 @@ from .base import CancellationSource
 
 __all__ = ["TimeoutSource", "validate_timeout"]
 
+_CLOCK_SLACK = 1e-6  # seconds: float rounding of deadlines on millisecond clocks
+
 
 def validate_timeout(timeout: object, what: str = "timeout") -> float:
     """Return ``timeout`` (a number of seconds or a :class:`timedelta`) as a float.
@@ -25,7 +27,13 @@ def validate_timeout(timeout: object, what: str = "timeout") -> float:
             f"{what} must be a number of seconds or a timedelta, got {type(timeout).__name__}"
         )
     else:
-        seconds = float(timeout)
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond the float range
+            if timeout < 0:
+                raise ValueError(f"{what} must be > 0 seconds, got {timeout!r}") from None
+            seconds = math.inf  # never fires
+
     if math.isnan(seconds):
         raise ValueError(f"{what} must be a positive number of seconds, got NaN")
     if seconds <= 0:
@@ -74,7 +82,8 @@ class TimeoutSource(CancellationSource):
         if deadline is None or scope is None or math.isinf(deadline):
             return False
         try:
-            if self._backend.current_time() < deadline:
+            # uvloop's clock has millisecond steps: allow for the float rounding of a deadline
+            if self._backend.current_time() < deadline - _CLOCK_SLACK:
                 return False
             reached = getattr(scope, "deadline_reached", None)
             if reached is not None:
