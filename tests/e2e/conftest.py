@@ -14,6 +14,7 @@ Server-side facts (a client that went away, requests seen) are recorded in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 
+@functools.lru_cache(maxsize=8)
 def blob(size: int) -> bytes:
     """The deterministic content of ``/blob/{size}``."""
     out = bytearray()
@@ -130,7 +132,7 @@ class HTTPServer:
 
     def url(self, path: str) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"http://{host!s}:{port}{path}"
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -20,7 +20,7 @@ from hother.cancelable.integrations.httpx import CancellableHTTPClient, download
 
 from .conftest import HTTPServer, blob
 
-SIZE = 1_000_000
+SIZE = 400_000
 
 
 def _sha(data: bytes) -> str:
@@ -30,7 +30,7 @@ def _sha(data: bytes) -> str:
 async def test_download_completes_within_its_timeout(
     http_server: HTTPServer, tmp_path: Path
 ) -> None:
-    """A 1 MB download under a generous timeout: complete, byte-exact, COMPLETED."""
+    """A 400 kB download under a generous timeout: complete, byte-exact, COMPLETED."""
     target = tmp_path / "blob.bin"
     progress: list[Any] = []
     op = Cancellable.with_timeout(60, name="download").on_progress(
@@ -47,13 +47,13 @@ async def test_download_completes_within_its_timeout(
 async def test_timeout_interrupts_a_download_which_then_resumes(
     http_server: HTTPServer, tmp_path: Path, backend: Any
 ) -> None:
-    """A throttled download (about 3 s) under a 0.3 s timeout stops part-way with the
+    """A throttled download (about 2 s) under a 0.3 s timeout stops part-way with the
     native cancel exception (CANCELLED / TIMEOUT), the server sees the client go away (the
     connection is not leaked), and a second download resumes from the partial file with a
     ``Range`` request and ends byte-exact."""
     cancel_exc = backend.get_cancelled_exc_class()
     target = tmp_path / "partial.bin"
-    url = http_server.url(f"/blob/{SIZE}?delay=0.03&chunk=10000")
+    url = http_server.url(f"/blob/{SIZE}?delay=0.02&chunk=4000")
     disconnects = http_server.log.disconnects
     op = Cancellable.with_timeout(0.3, name="slow download")
     with pytest.raises(cancel_exc):
@@ -84,7 +84,7 @@ async def test_thread_cancels_a_shared_token_during_a_streamed_request(
     token = CancellationToken()
     started = threading.Event()
     received = 0
-    url = http_server.url(f"/blob/{SIZE}?delay=0.03&chunk=5000")
+    url = http_server.url(f"/blob/{SIZE}?delay=0.02&chunk=2000")
 
     def listener() -> None:
         started.wait(30)

@@ -43,7 +43,7 @@ from hother.cancelable import Cancellable, CancellationReason, _engine
 from hother.cancelable.core.token import CancellationToken
 
 TRACE = False
-#: Exploration aid: skip the surfaces of the defects already reported (see docs/faults.md).
+#: Exploration aid: skip the surfaces of the defects already reported (see docs/errors.md).
 AVOID_KNOWN = False
 KNOWN_UNSAFE_MEMBERS = ("_token_obj", "_scope")
 
@@ -199,7 +199,7 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "hook_raising": lambda: _raising_hook,
     "hook_async": lambda: _awaitable_hook,
     "hook_sleep": lambda: _gen_awaitable_hook,
-    "lambda": lambda: (lambda *a, **k: None),
+    "lambda": lambda: lambda *a, **k: None,
     "module": lambda: _engine,
     "scope": _engine.CancelScope,
     "token": _engine.TokenCore,
@@ -236,7 +236,7 @@ def value(data: Any, pool: dict[str, list[Any]]) -> Any:
         name = data.draw(st.sampled_from(sorted(FACTORIES)), label="factory")
         try:
             return FACTORIES[name]()
-        except BaseException:  # noqa: BLE001 - a factory needing a loop, etc.
+        except BaseException:
             return None
     objects = [o for lst in pool.values() for o in lst]
     index = data.draw(st.integers(0, 1 << 16), label="pool object")
@@ -256,22 +256,66 @@ def kwargs_of(data: Any, pool: dict[str, list[Any]], names: list[str]) -> dict[s
 # ------------------------------------------------------------------------- the program
 
 SCOPE_ATTRS = [
-    "deadline", "shield", "cancel_called", "cancelled_caught", "deadline_reached", "active",
-    "effectively_cancelled", "host_task",
+    "deadline",
+    "shield",
+    "cancel_called",
+    "cancelled_caught",
+    "deadline_reached",
+    "active",
+    "effectively_cancelled",
+    "host_task",
 ]
 TOKEN_ATTRS = ["id", "is_cancelled", "reason", "message", "cancelled_at", "_hook_count"]
 CORE_MEMBERS = [
-    "_id", "_ctx", "_status", "_cancel_reason", "_cancel_message", "_error", "_partial_result",
-    "_token_obj", "_scope", "_backend", "_cv_token", "_parent_ref", "_parent_id",
-    "_source_reason", "_hook_reason", "_source_error", "_hook", "_entered", "_registered",
-    "_register_globally", "_fast", "_sources", "_shields", "_external_tokens",
-    "_cancellables_to_link", "_linked_to", "_progress_callbacks", "_start_callbacks",
-    "_complete_callbacks", "_cancel_callbacks", "_error_callbacks", "_children", "_metadata",
-    "_name", "_start_time", "_end_time", "_token", "_fast_timeout",
+    "_id",
+    "_ctx",
+    "_status",
+    "_cancel_reason",
+    "_cancel_message",
+    "_error",
+    "_partial_result",
+    "_token_obj",
+    "_scope",
+    "_backend",
+    "_cv_token",
+    "_parent_ref",
+    "_parent_id",
+    "_source_reason",
+    "_hook_reason",
+    "_source_error",
+    "_hook",
+    "_entered",
+    "_registered",
+    "_register_globally",
+    "_fast",
+    "_sources",
+    "_shields",
+    "_external_tokens",
+    "_cancellables_to_link",
+    "_linked_to",
+    "_progress_callbacks",
+    "_start_callbacks",
+    "_complete_callbacks",
+    "_cancel_callbacks",
+    "_error_callbacks",
+    "_children",
+    "_metadata",
+    "_name",
+    "_start_time",
+    "_end_time",
+    "_token",
+    "_fast_timeout",
 ]
 MODULE_FUNCS = [
-    "loop_stats", "current_scope", "adopt_task", "armed_timers", "capture_executor",
-    "_run_hook", "_report_error", "live_objects", "current_operation",
+    "loop_stats",
+    "current_scope",
+    "adopt_task",
+    "armed_timers",
+    "capture_executor",
+    "_run_hook",
+    "_report_error",
+    "live_objects",
+    "current_operation",
 ]
 
 
@@ -286,7 +330,7 @@ def _call(desc: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except SystemError as exc:
         raise SystemErrorSeen(f"{desc} raised SystemError: {exc}") from exc
-    except BaseException:  # noqa: BLE001 - every other exception is an acceptable answer
+    except BaseException:
         return None
 
 
@@ -307,7 +351,10 @@ def _pick(data: Any, pool: dict[str, list[Any]], kind: str) -> Any:
 
 def step(data: Any, pool: dict[str, list[Any]], in_loop: bool) -> None:
     op = data.draw(st.integers(0, 27), label="op")
-    v = lambda: value(data, pool)  # noqa: E731
+
+    def v() -> Any:
+        return value(data, pool)
+
     if op == 0:
         kw = kwargs_of(data, pool, ["deadline", "shield"])
         s = _call(f"CancelScope(**{kw!r})", lambda: _engine.CancelScope(**kw))
@@ -408,7 +455,9 @@ def step(data: Any, pool: dict[str, list[Any]], in_loop: bool) -> None:
         a = args_of(data, pool, 3)
         kw = kwargs_of(data, pool, ["timeout", "operation_id", "name", "parent"])
         cls = data.draw(st.sampled_from([_engine.CancellableCore, Cancellable]))
-        c = _call(f"{cls.__name__}.with_timeout(*{a!r}, **{kw!r})", lambda: cls.with_timeout(*a, **kw))
+        c = _call(
+            f"{cls.__name__}.with_timeout(*{a!r}, **{kw!r})", lambda: cls.with_timeout(*a, **kw)
+        )
         if c is not None:
             pool["core"].append(c)
     elif op == 15:
@@ -446,8 +495,13 @@ def step(data: Any, pool: dict[str, list[Any]], in_loop: bool) -> None:
         if how == "send":
             _call(f"awaitable.send({x!r})", lambda: aw.send(x))
         elif how == "throw":
-            if AVOID_KNOWN and not (a and (isinstance(a[0], BaseException) or (
-                isinstance(a[0], type) and issubclass(a[0], BaseException)))):
+            if AVOID_KNOWN and not (
+                a
+                and (
+                    isinstance(a[0], BaseException)
+                    or (isinstance(a[0], type) and issubclass(a[0], BaseException))
+                )
+            ):
                 return
             _call(f"awaitable.throw(*{a!r})", lambda: aw.throw(*a))
         elif how == "close":
@@ -472,19 +526,20 @@ def step(data: Any, pool: dict[str, list[Any]], in_loop: bool) -> None:
         reason = v()
 
         def other() -> None:
-            for fn in (
+            steps: tuple[Callable[[], Any], ...] = (
                 lambda: s.cancel(),
                 lambda: t._cancel(CancellationReason.MANUAL, "thread"),
                 lambda: t._cancel(reason),
                 lambda: tb.set("k", object()),
                 lambda: tb.pop("k"),
                 lambda: _engine.capture_executor(),
-            ):
+            )
+            for fn in steps:
                 try:
                     fn()
                 except SystemError as exc:
                     errors.append(exc)
-                except BaseException:  # noqa: BLE001
+                except BaseException:
                     pass
 
         errors: list[BaseException] = []
@@ -544,7 +599,7 @@ async def _async_program(data: Any, n: int, checkpoint: Callable[[], Any]) -> No
         if data.draw(st.integers(0, 4), label="checkpoint") == 0:
             try:
                 await checkpoint()
-            except BaseException:  # noqa: BLE001 - a cancelled scope may cancel us
+            except BaseException:
                 pass
     # close awaitables so that nothing warns at shutdown
     for aw in pool["awaitable"]:
@@ -552,7 +607,7 @@ async def _async_program(data: Any, n: int, checkpoint: Callable[[], Any]) -> No
         if close is not None:
             try:
                 close()
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 pass
 
 
@@ -576,7 +631,7 @@ def _run_program(data: Any) -> None:
             trio.run(trio_main)
         except SystemErrorSeen:
             raise
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
         return
     factory = None
@@ -593,7 +648,7 @@ def _run_program(data: Any) -> None:
             r.run(main())
     except SystemErrorSeen:
         raise
-    except BaseException:  # noqa: BLE001 - CancelledError from a scope left cancelled, ...
+    except BaseException:
         pass
 
 

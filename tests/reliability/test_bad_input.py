@@ -39,8 +39,10 @@ def test_huge_timeout_is_never_or_a_value_error() -> None:
             op = make(HUGE)
         except ValueError as exc:
             assert "timeout" in str(exc)
-        except BaseException as exc:  # noqa: BLE001
-            raise AssertionError(f"with_timeout(10**400) raised {type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            raise AssertionError(
+                f"with_timeout(10**400) raised {type(exc).__name__}: {exc}"
+            ) from exc
         else:
             assert op is not None
 

@@ -38,8 +38,10 @@ def _python(code: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[
 
 
 def _assert_clean(proc: subprocess.CompletedProcess[str], expect: str) -> None:
-    detail = f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode >= 0, "the interpreter crashed (signal " f"{-proc.returncode})\n" + detail
+    detail = (
+        f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    )
+    assert proc.returncode >= 0, f"the interpreter crashed (signal {-proc.returncode})\n" + detail
     assert expect in proc.stdout, detail
 
 
@@ -86,8 +88,8 @@ def test_task_scopes_with_a_foreign_value_does_not_crash() -> None:
         from hother.cancelable import _engine
 
         async def main():
-            _engine._task_scopes[asyncio.current_task()] = 5
             try:
+                _engine._task_scopes[asyncio.current_task()] = 5
                 with _engine.CancelScope():
                     await asyncio.sleep(0)
             except (TypeError, RuntimeError) as exc:
@@ -123,7 +125,7 @@ def test_entering_a_scope_over_an_abandoned_one_does_not_use_freed_memory() -> N
         asyncio.run(main())
         print("survived")
         """,
-        timeout=30,
+        timeout=15,
     )
     _assert_clean(proc, "survived")
 
@@ -150,7 +152,7 @@ def test_typed_core_members_refuse_foreign_objects(member: str) -> None:
                 else:
                     async with op:
                         op._scope = object()
-            except TypeError as exc:
+            except (TypeError, RuntimeError) as exc:
                 print("refused:", exc)
             else:
                 print("accepted")

@@ -11,6 +11,7 @@ long versions (10,000 cancellations and more, many rounds) run in ``make soak``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import tracemalloc
 import weakref
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hother.cancelable import Cancellable
+from hother.cancelable import Cancellable, _engine
 from hother.cancelable.pytest_plugin import RUN_MODES, run_in_mode
 
 from .workloads import (
@@ -38,10 +39,13 @@ FAST = [
     pytest.param(concurrent_operations, {"n": 1000}, 2, id="concurrent_operations"),
     pytest.param(source_cycles, {"n": 12}, 2, id="source_cycles"),
 ]
+# (workload, kwargs, rounds, traced margin). A clean run grows by 1-3 KiB, except on uvloop
+# with many concurrent timers: its handle free lists (bounded, ~40 KiB) fill up over runs.
+# Each margin is below one leaked 64-byte object per operation of its run.
 TRACED = [
-    pytest.param(sequential_cancellations, {"n": 90}, 2, id="sequential_cancellations"),
-    pytest.param(concurrent_operations, {"n": 200}, 2, id="concurrent_operations"),
-    pytest.param(source_cycles, {"n": 3}, 2, id="source_cycles"),
+    pytest.param(sequential_cancellations, {"n": 180}, 2, 12 * 1024, id="sequential_cancellations"),
+    pytest.param(concurrent_operations, {"n": 500}, 2, 48 * 1024, id="concurrent_operations"),
+    pytest.param(source_cycles, {"n": 3}, 2, 12 * 1024, id="source_cycles"),
 ]
 
 
@@ -54,7 +58,9 @@ def _check(report: Any, *, gc_margin: int, traced_margin: int, rss_margin: int) 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
 @pytest.mark.parametrize(("workload", "kwargs", "rounds"), FAST)
-def test_workload_frees_everything(mode: str, workload: Any, kwargs: dict[str, Any], rounds: int) -> None:
+def test_workload_frees_everything(
+    mode: str, workload: Any, kwargs: dict[str, Any], rounds: int
+) -> None:
     """C instances back to baseline; gc objects and RSS flat after warm-up."""
     report = measure_leaks(mode, workload, rounds=rounds, trace=False, **kwargs)
     # one leaked object per operation would be >= 24 objects here
@@ -62,27 +68,25 @@ def test_workload_frees_everything(mode: str, workload: Any, kwargs: dict[str, A
 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
-@pytest.mark.parametrize(("workload", "kwargs", "rounds"), TRACED)
+@pytest.mark.parametrize(("workload", "kwargs", "rounds", "margin"), TRACED)
 def test_workload_python_memory_flat(
-    mode: str, workload: Any, kwargs: dict[str, Any], rounds: int
+    mode: str, workload: Any, kwargs: dict[str, Any], rounds: int, margin: int
 ) -> None:
     """Under tracemalloc (started before the warm-up): traced memory flat after warm-up."""
     report = measure_leaks(mode, workload, rounds=rounds, trace=True, **kwargs)
-    # 48 KiB: far below one leaked 64-byte object per operation of these runs plus
-    # the (bounded) registry history of the sequential workload
-    _check(report, gc_margin=20, traced_margin=48 * 1024, rss_margin=32 * MiB)
+    _check(report, gc_margin=20, traced_margin=margin, rss_margin=32 * MiB)
 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
 def test_long_condition_checking_is_flat(mode: str) -> None:
-    """A condition checked 400 times at a fast interval: memory sampled *during* the
+    """A condition checked 250 times at a fast interval: memory sampled *during* the
     monitoring (from inside the predicate) does not grow after the first fifth."""
     tracemalloc.start()
     try:
-        samples = run_in_mode(mode, long_condition, n=400, interval=0.0002)
+        samples = run_in_mode(mode, long_condition, n=250, interval=0.0002)
     finally:
         tracemalloc.stop()
-    assert samples["checks"] == 400
+    assert samples["checks"] == 250
     assert samples["end_gc"] - samples["warm_gc"] <= 20, samples
     assert samples["end_traced"] - samples["warm_traced"] <= 32 * 1024, samples
     assert samples["end_rss"] - samples["warm_rss"] <= 16 * MiB, samples
@@ -112,3 +116,35 @@ def test_closed_loop_releases_its_engine(mode: str) -> None:
     after = snapshot().live["LoopEngine"]
     assert loops[0]() is None, "the closed event loop is still alive"
     assert after == before, f"LoopEngine instances {before} -> {after}"
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "uvloop"])
+def test_abandoned_task_of_a_closed_loop_is_freed(mode: str) -> None:
+    """A loop closed while a task is suspended inside an operation (manual loop management,
+    the task is never cancelled): once the program drops its references, the task and the
+    loop must be collectable, as they are without the library. The engine's module-level
+    ``task -> innermost scope`` dict must not keep them alive forever."""
+    import uvloop
+
+    loop = uvloop.new_event_loop() if mode == "uvloop" else asyncio.new_event_loop()
+
+    async def body() -> None:
+        async with Cancellable.with_timeout(3600):
+            await asyncio.Event().wait()
+
+    task = loop.create_task(body())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    task_ref, loop_ref = weakref.ref(task), weakref.ref(loop)
+    del task, loop
+    for _ in range(3):
+        gc.collect()
+    task_alive, loop_alive = task_ref() is not None, loop_ref() is not None
+    leaked = task_ref()
+    if leaked is not None:  # do not leave the entry to the tests that run after this one
+        _engine._task_scopes.pop(leaked, None)
+        with contextlib.suppress(RuntimeError):  # see test_faults.py, finalized outside
+            leaked.get_coro().close()
+    del leaked
+    assert not task_alive, "the abandoned task is kept alive by the engine (_task_scopes)"
+    assert not loop_alive, "the closed loop is kept alive (through the abandoned task)"

@@ -110,6 +110,13 @@ static PyObject *immediate_throw(PyObject *Py_UNUSED(self), PyObject *const *arg
     }
     PyObject *typ = args[0];
     PyObject *val = n > 1 ? args[1] : NULL;
+    if (!PyExceptionInstance_Check(typ) && !PyExceptionClass_Check(typ)) {
+        PyErr_Format(PyExc_TypeError,
+                     "exceptions must be classes or instances deriving from BaseException, not "
+                     "%.100s",
+                     Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
     if (PyExceptionInstance_Check(typ)) {
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
     } else if (val != NULL && val != Py_None) {
@@ -958,19 +965,30 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(c->executor);
     } else {
         PyObject *loop = engine_running_loop();
+        int closing =
+            exc != Py_None && PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_GeneratorExit);
         if (loop == NULL) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "Cancellable exited outside the event loop it was entered in");
-            return NULL;
-        }
-        PyObject *task = engine_current_task(loop);
-        if (task == NULL) {
+            if (!closing) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "Cancellable exited outside the event loop it was entered in");
+                return NULL;
+            }
+            /* the coroutine is closed outside its loop: let GeneratorExit through */
+            rc = scope_detach_c(c->scope);
+        } else {
+            PyObject *task = engine_current_task(loop);
+            if (task == NULL) {
+                Py_DECREF(loop);
+                return NULL;
+            }
+            if (closing && task == Py_None) {
+                rc = scope_detach_c(c->scope);
+            } else {
+                rc = scope_exit_c(c->scope, loop, task, exc);
+            }
+            Py_DECREF(task);
             Py_DECREF(loop);
-            return NULL;
         }
-        rc = scope_exit_c(c->scope, loop, task, exc);
-        Py_DECREF(task);
-        Py_DECREF(loop);
         cancel_cls = G.CancelledError;
     }
     PyObject *scope_err_t = NULL, *scope_err_v = NULL, *scope_err_tb = NULL;
@@ -1297,6 +1315,43 @@ static PyObject *get_token(Core *c, void *Py_UNUSED(x))
     return c->token;
 }
 
+static PyObject *get_token_obj(Core *c, void *Py_UNUSED(x))
+{
+    PyObject *t = c->token != NULL ? c->token : Py_None;
+    Py_INCREF(t);
+    return t;
+}
+
+static int set_token_obj(Core *c, PyObject *v, void *Py_UNUSED(x))
+{
+    if (v != NULL && v != Py_None && !PyObject_TypeCheck(v, &TokenCore_Type)) {
+        PyErr_Format(PyExc_TypeError, "_token_obj must be a CancellationToken or None, not %.100s",
+                     Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    if (c->hook > 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the token of a running operation cannot be replaced");
+        return -1;
+    }
+    return set_slot(&c->token, v == Py_None ? NULL : v);
+}
+
+static PyObject *get_scope(Core *c, void *Py_UNUSED(x))
+{
+    PyObject *t = c->scope != NULL ? c->scope : Py_None;
+    Py_INCREF(t);
+    return t;
+}
+
+static int set_scope(Core *c, PyObject *v, void *Py_UNUSED(x))
+{
+    if (c->fast && SET(c->cv_token)) {
+        PyErr_SetString(PyExc_RuntimeError, "the scope of a running operation cannot be replaced");
+        return -1;
+    }
+    return set_slot(&c->scope, v == Py_None ? NULL : v);
+}
+
 static PyObject *get_timeout(Core *c, void *Py_UNUSED(x))
 {
     if (c->timeout == INFINITY) {
@@ -1321,6 +1376,10 @@ static PyGetSetDef Core_getset[] = {
     {"_name", (getter)get_name, (setter)set_name, NULL, NULL},
     {"_start_time", (getter)get_start_time, (setter)set_start_time, NULL, NULL},
     {"_end_time", (getter)get_end_time, (setter)set_end_time, NULL, NULL},
+    {"_token_obj", (getter)get_token_obj, (setter)set_token_obj,
+     "The operation's token if it was created, else None.", NULL},
+    {"_scope", (getter)get_scope, (setter)set_scope,
+     "The backend cancel scope of the running block (None before enter).", NULL},
     {"_token", (getter)get_token, NULL, "The operation's own token (created on first use).", NULL},
     {"_fast_timeout", (getter)get_timeout, NULL,
      "The timeout kept in C by with_timeout() until a source object is needed.", NULL},
@@ -1339,8 +1398,6 @@ static PyMemberDef Core_members[] = {
     OBJ("_cancel_message", cancel_message),
     OBJ("_error", error),
     OBJ("_partial_result", partial_result),
-    OBJ("_token_obj", token),
-    OBJ("_scope", scope),
     OBJ("_backend", backend),
     OBJ("_cv_token", cv_token),
     OBJ("_parent_ref", parent_ref),

@@ -99,6 +99,8 @@ int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeou
 int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc);
 /* Thread-safe cancel (as CancelScope.cancel()). */
 int scope_cancel_c(PyObject *scope);
+/* Forget an active scope whose coroutine is being closed outside its loop (GeneratorExit). */
+int scope_detach_c(PyObject *scope);
 int scope_check(PyObject *obj);
 void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached);
 

@@ -3,7 +3,7 @@
  *
  * Model (see docs/architecture.md):
  *  - Every task that is inside at least one scope has an entry in the module
- *    dict `task_scopes`: task -> its innermost scope. Tasks adopted by a task
+ *    dict `tasks` of its loop's engine: task -> its innermost scope. Tasks adopted by a task
  *    group (adopt_task) have the group's scope as their root entry.
  *  - Scopes form a tree: a scope's parent is the task's innermost scope at
  *    enter time (possibly a scope of another task, for adopted tasks). Children
@@ -66,8 +66,10 @@ struct LoopEngine {
     double timer_when;
     PyObject *redeliver; /* weakref to the Handle of the coalesced callback, or NULL */
     PyObject *weakreflist;
-    PyObject *pending;  /* set of tasks to re-check */
-    PyObject *on_timer; /* bound builtin: engine._on_timer */
+    PyObject *pending;    /* set of tasks to re-check */
+    PyObject *tasks;      /* dict task -> its innermost scope (tasks inside a scope) */
+    PyObject *on_timer;   /* bound builtin: engine._on_timer */
+    PyObject *on_release; /* bound builtin: engine._release_task (done callback of adopted tasks) */
     PyObject *on_redeliver;
     double resolution;
     int stdlib_time; /* loop.time is asyncio's own (time.monotonic): read the clock in C */
@@ -78,11 +80,9 @@ struct LoopEngine {
 static PyTypeObject Scope_Type;
 static PyTypeObject LoopEngine_Type;
 
-static PyObject *task_scopes;     /* dict task -> innermost Scope */
 static PyObject *last_loop_ref;   /* weakref: the loop of the last engine used (fast path) */
 static PyObject *last_engine_ref; /* weakref: that engine */
 static LoopEngine *cached_engine(PyObject *loop);
-static PyObject *release_cb;         /* builtin: _release_task(task) used as done callback */
 static PyObject *base_loop_time;     /* asyncio.BaseEventLoop.time (the function) */
 static PyObject *abstract_loop_type; /* asyncio.AbstractEventLoop */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
@@ -246,6 +246,8 @@ static LoopEngine *get_engine(PyObject *loop)
     e->timer_when = INFINITY;
     e->redeliver = NULL;
     e->pending = NULL;
+    e->tasks = NULL;
+    e->on_release = NULL;
     e->on_timer = NULL;
     e->on_redeliver = NULL;
     e->weakreflist = NULL;
@@ -257,10 +259,12 @@ static LoopEngine *get_engine(PyObject *loop)
     PyObject_GC_Track(e);
     e->loop_ref = PyWeakref_NewRef(loop, NULL);
     e->pending = PySet_New(NULL);
+    e->tasks = PyDict_New();
+    e->on_release = PyObject_GetAttrString((PyObject *)e, "_release_task");
     e->on_timer = PyObject_GetAttrString((PyObject *)e, "_on_timer");
     e->on_redeliver = PyObject_GetAttrString((PyObject *)e, "_redeliver");
-    if (e->loop_ref == NULL || e->pending == NULL || e->on_timer == NULL ||
-        e->on_redeliver == NULL) {
+    if (e->loop_ref == NULL || e->pending == NULL || e->tasks == NULL || e->on_release == NULL ||
+        e->on_timer == NULL || e->on_redeliver == NULL) {
         Py_DECREF(e);
         return NULL;
     }
@@ -505,14 +509,17 @@ static int task_started(PyObject *task)
 }
 
 /* The innermost scope of `task` (borrowed) or NULL. */
-static Scope *innermost_of(PyObject *task)
+static Scope *innermost_of(LoopEngine *e, PyObject *task)
 {
-    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
+    if (e == NULL || e->tasks == NULL) {
+        return NULL;
+    }
+    PyObject *s = PyDict_GetItemWithError(e->tasks, task);
     if (s == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    return (Scope *)s;
+    return (Scope *)s; /* the dict is private: only scopes are stored */
 }
 
 /* The closest cancel_called scope above (and including) s, stopping at a shield. */
@@ -582,9 +589,15 @@ static int deliver_to_task(LoopEngine *e, PyObject *task, PyObject *current, int
     if (!deliver) {
         return 0;
     }
-    Scope *inner = innermost_of(task);
+    Scope *inner = innermost_of(e, task);
     Scope *origin = cancel_origin(inner);
-    if (anyio_shield_inside(task, origin != NULL ? origin->anyio_outer : NULL)) {
+    /* the anyio scopes that belong to the cancelled region start after the origin's own
+     * companion shield (or after what was there when the origin was entered) */
+    PyObject *boundary = NULL;
+    if (origin != NULL) {
+        boundary = origin->anyio_shield != NULL ? origin->anyio_shield : origin->anyio_outer;
+    }
+    if (anyio_shield_inside(task, boundary)) {
         return 0; /* an anyio shield inside the cancelled scope: re-checked next iteration */
     }
     PyObject *msg = origin != NULL && origin->reason != NULL ? origin->reason : Py_None;
@@ -614,7 +627,7 @@ static int deliver_scope(LoopEngine *e, Scope *s, PyObject *current)
     if (s->members != NULL) {
         for (Py_ssize_t i = 0; s->members != NULL && i < PyList_GET_SIZE(s->members); i++) {
             PyObject *t = PyList_GET_ITEM(s->members, i);
-            if (innermost_of(t) == s) {
+            if (innermost_of(e, t) == s) {
                 Py_INCREF(t);
                 int rc = deliver_to_task(e, t, current, 0);
                 Py_DECREF(t);
@@ -728,8 +741,8 @@ static PyObject *engine_redeliver(PyObject *self, PyObject *Py_UNUSED(args))
     Py_ssize_t n = PyList_GET_SIZE(tasks);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(tasks, i);
-        Scope *inner = innermost_of(t);
-        if (inner == NULL || inner->engine != e || !effectively_cancelled(inner)) {
+        Scope *inner = innermost_of(e, t);
+        if (inner == NULL || !effectively_cancelled(inner)) {
             continue;
         }
         int is_host = inner->host == t;
@@ -762,6 +775,8 @@ static int LoopEngine_traverse(LoopEngine *e, visitproc visit, void *arg)
     Py_VISIT(e->timer);
     Py_VISIT(e->redeliver);
     Py_VISIT(e->pending);
+    Py_VISIT(e->tasks);
+    Py_VISIT(e->on_release);
     Py_VISIT(e->on_timer);
     Py_VISIT(e->on_redeliver);
     return 0;
@@ -772,6 +787,8 @@ static int LoopEngine_clear(LoopEngine *e)
     Py_CLEAR(e->timer);
     Py_CLEAR(e->redeliver);
     Py_CLEAR(e->pending);
+    Py_CLEAR(e->tasks);
+    Py_CLEAR(e->on_release);
     Py_CLEAR(e->on_timer);
     Py_CLEAR(e->on_redeliver);
     return 0;
@@ -790,9 +807,12 @@ static void LoopEngine_dealloc(LoopEngine *e)
     PyObject_GC_Del(e);
 }
 
+static PyObject *release_task(PyObject *self, PyObject *task);
+
 static PyMethodDef LoopEngine_methods[] = {
     {"_on_timer", engine_on_timer, METH_NOARGS, NULL},
     {"_redeliver", engine_redeliver, METH_NOARGS, NULL},
+    {"_release_task", release_task, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -904,10 +924,6 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     if (e == NULL) {
         return -1;
     }
-    Scope *parent = innermost_of(task);
-    if (parent == NULL && PyErr_Occurred()) {
-        return -1;
-    }
     PyObject *cl = PyObject_CallMethodNoArgs(task, G.s_cancelling);
     if (cl == NULL) {
         return -1;
@@ -917,7 +933,11 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     if (cancelling == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (PyDict_SetItem(task_scopes, task, (PyObject *)s) < 0) {
+    /* own the parent before the dict drops its reference to it */
+    Scope *parent = innermost_of(e, task);
+    Py_XINCREF(parent);
+    if (PyDict_SetItem(e->tasks, task, (PyObject *)s) < 0) {
+        Py_XDECREF(parent);
         return -1;
     }
     s->cancelling_at_enter = cancelling;
@@ -929,8 +949,7 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     Py_INCREF(task);
     s->host = task;
     if (parent != NULL) {
-        Py_INCREF(parent);
-        s->parent = parent;
+        s->parent = parent; /* the reference taken above */
         if (parent->host == task) {
             parent->host_inside = 0;
         }
@@ -1100,7 +1119,7 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
     }
     unlink_child(s);
     if (parent != NULL) {
-        if (PyDict_SetItem(task_scopes, task, (PyObject *)parent) < 0) {
+        if (PyDict_SetItem(e->tasks, task, (PyObject *)parent) < 0) {
             return -1;
         }
         if (parent->host == task) {
@@ -1112,7 +1131,7 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
             }
         }
     } else {
-        if (PyDict_DelItem(task_scopes, task) < 0) {
+        if (PyDict_DelItem(e->tasks, task) < 0) {
             return -1;
         }
     }
@@ -1179,6 +1198,48 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
     return result;
 }
 
+/* A coroutine closed outside its loop (garbage collection, loop closed): GeneratorExit
+ * passes through the scope and the engine forgets it, without touching the task. */
+static void scope_detach(Scope *s)
+{
+    LoopEngine *e = s->engine;
+    PyObject *task = s->host;
+    Scope *parent = s->parent;
+    s->state = 2;
+    if (e != NULL) {
+        e->active_scopes--;
+        if (cc_heap_contains(&s->node)) {
+            cc_heap_remove(&e->heap, &s->node);
+        }
+        if (task != NULL && innermost_of(e, task) == s) {
+            int rc = parent != NULL ? PyDict_SetItem(e->tasks, task, (PyObject *)parent)
+                                    : PyDict_DelItem(e->tasks, task);
+            if (rc < 0) {
+                PyErr_Clear();
+            }
+            if (parent != NULL && parent->host == task) {
+                parent->host_inside = 1;
+            }
+        }
+    }
+    unlink_child(s);
+    s->cancel_count = 0;
+    Py_CLEAR(s->anyio_shield); /* anyio's own scope is finalised by anyio */
+    Py_CLEAR(s->host);
+    Py_CLEAR(s->engine);
+    Py_CLEAR(s->members);
+    Py_CLEAR(s->anyio_outer);
+}
+
+int scope_detach_c(PyObject *scope)
+{
+    Scope *s = (Scope *)scope;
+    if (s->state == 1) {
+        scope_detach(s);
+    }
+    return 0;
+}
+
 static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
@@ -1189,13 +1250,25 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "This cancel scope is not active");
         return NULL;
     }
+    int closing =
+        args[1] != Py_None && PyObject_TypeCheck(args[1], (PyTypeObject *)PyExc_GeneratorExit);
     PyObject *loop = engine_loop(s->engine);
     if (loop == NULL) {
+        if (closing) {
+            scope_detach(s);
+            Py_RETURN_FALSE;
+        }
         PyErr_SetString(PyExc_RuntimeError, "the event loop of this cancel scope is gone");
         return NULL;
     }
     Py_INCREF(loop);
     PyObject *running = engine_running_loop();
+    if (running != loop && closing) {
+        Py_XDECREF(running);
+        Py_DECREF(loop);
+        scope_detach(s);
+        Py_RETURN_FALSE;
+    }
     if (running != loop) {
         Py_XDECREF(running);
         Py_DECREF(loop);
@@ -1213,13 +1286,17 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
     if (task != s->host) {
         Py_DECREF(task);
         Py_DECREF(loop);
+        if (closing) {
+            scope_detach(s);
+            Py_RETURN_FALSE;
+        }
         PyErr_SetString(
             PyExc_RuntimeError,
             "Attempted to exit cancel scope in a different task than it was entered in");
         return NULL;
     }
     Py_DECREF(task);
-    if (innermost_of(s->host) != s) {
+    if (innermost_of(s->engine, s->host) != s) {
         Py_DECREF(loop);
         PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
                                             "current task's current cancel scope");
@@ -1406,6 +1483,9 @@ static int Scope_set_shield(Scope *s, PyObject *value, void *Py_UNUSED(c))
         return 0;
     }
     s->shield = (unsigned char)v;
+    if (s->anyio_shield != NULL && PyObject_SetAttrString(s->anyio_shield, "shield", value) < 0) {
+        return -1;
+    }
     if (!v && s->state == 1 && s->engine != NULL && s->parent != NULL &&
         effectively_cancelled(s->parent)) {
         /* unshielding inside a cancelled parent: deliver */
@@ -1576,7 +1656,7 @@ int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
             "Attempted to exit cancel scope in a different task than it was entered in");
         return -1;
     }
-    if (innermost_of(s->host) != s) {
+    if (innermost_of(s->engine, s->host) != s) {
         PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
                                             "current task's current cancel scope");
         return -1;
@@ -1612,42 +1692,222 @@ void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached)
 }
 
 /* ------------------------------------------------------------------------- */
-/* Module functions                                                           */
+/* _engine._task_scopes: a view over the per-loop task dicts (introspection)  */
+/* Reads and writes go to the engine of the task's loop; values must be scopes. */
 
-static PyObject *release_task(PyObject *Py_UNUSED(m), PyObject *task)
+typedef struct {
+    PyObject_HEAD
+} TaskScopesView;
+
+static LoopEngine *engine_of_task(PyObject *task, int create)
 {
-    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
-    if (s == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
+    int ok = PyObject_IsInstance(task, G.FutureType);
+    if (ok < 0) {
+        return NULL;
     }
-    Scope *scope = (Scope *)s;
-    if (scope->host != task) {
-        /* the task's root is an adopted membership: drop it */
-        Py_INCREF(scope);
-        if (scope->members != NULL) {
-            Py_ssize_t n = PyList_GET_SIZE(scope->members);
-            for (Py_ssize_t i = 0; i < n; i++) {
-                if (PyList_GET_ITEM(scope->members, i) == task) {
-                    if (PySequence_DelItem(scope->members, i) < 0) {
-                        Py_DECREF(scope);
-                        return NULL;
-                    }
-                    break;
-                }
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "key must be an asyncio.Task, not %.100s",
+                     Py_TYPE(task)->tp_name);
+        return NULL;
+    }
+    PyObject *loop = PyObject_CallMethod(task, "get_loop", NULL);
+    if (loop == NULL) {
+        return NULL;
+    }
+    LoopEngine *e = create ? get_engine(loop) : find_engine(loop);
+    Py_DECREF(loop);
+    return e;
+}
+
+static PyObject *view_get(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t n)
+{
+    if (n < 1 || n > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(task, default=None)");
+        return NULL;
+    }
+    LoopEngine *e = engine_of_task(args[0], 0);
+    if (e == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    Scope *s = innermost_of(e, args[0]);
+    PyObject *r = s != NULL ? (PyObject *)s : (n == 2 ? args[1] : Py_None);
+    Py_INCREF(r);
+    return r;
+}
+
+static PyObject *view_pop(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t n)
+{
+    if (n < 1 || n > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(task[, default])");
+        return NULL;
+    }
+    LoopEngine *e = engine_of_task(args[0], 0);
+    if (e == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    Scope *s = innermost_of(e, args[0]);
+    if (s == NULL) {
+        if (n == 2) {
+            Py_INCREF(args[1]);
+            return args[1];
+        }
+        PyErr_SetObject(PyExc_KeyError, args[0]);
+        return NULL;
+    }
+    Py_INCREF(s);
+    if (PyDict_DelItem(e->tasks, args[0]) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return (PyObject *)s;
+}
+
+static PyObject *view_subscript(PyObject *self, PyObject *key)
+{
+    LoopEngine *e = engine_of_task(key, 0);
+    (void)self;
+    if (e == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    Scope *s = innermost_of(e, key);
+    if (s == NULL) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    Py_INCREF(s);
+    return (PyObject *)s;
+}
+
+static int view_ass_subscript(PyObject *Py_UNUSED(self), PyObject *key, PyObject *value)
+{
+    LoopEngine *e = engine_of_task(key, value != NULL);
+    if (e == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, key);
+        }
+        return -1;
+    }
+    if (value == NULL) {
+        return PyDict_DelItem(e->tasks, key);
+    }
+    if (!PyObject_TypeCheck(value, &Scope_Type)) {
+        PyErr_Format(PyExc_TypeError, "value must be a CancelScope, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    return PyDict_SetItem(e->tasks, key, value);
+}
+
+static Py_ssize_t view_len(PyObject *Py_UNUSED(self))
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all_engines); i++) {
+        PyObject *e = PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i));
+        if (e != Py_None && ((LoopEngine *)e)->tasks != NULL) {
+            n += PyDict_GET_SIZE(((LoopEngine *)e)->tasks);
+        }
+    }
+    return n;
+}
+
+static int view_contains(PyObject *Py_UNUSED(self), PyObject *key)
+{
+    LoopEngine *e = engine_of_task(key, 0);
+    if (e == NULL) {
+        if (PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                return 0;
+            }
+            return -1;
+        }
+        return 0;
+    }
+    return innermost_of(e, key) != NULL;
+}
+
+static PyObject *view_iter(PyObject *Py_UNUSED(self))
+{
+    PyObject *keys = PyList_New(0);
+    if (keys == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all_engines); i++) {
+        PyObject *e = PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i));
+        if (e == Py_None || ((LoopEngine *)e)->tasks == NULL) {
+            continue;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(((LoopEngine *)e)->tasks, &pos, &k, &v)) {
+            if (PyList_Append(keys, k) < 0) {
+                Py_DECREF(keys);
+                return NULL;
             }
         }
-        Py_DECREF(scope);
-        if (PyDict_DelItem(task_scopes, task) < 0) {
-            return NULL;
+    }
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyMethodDef view_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))view_get, METH_FASTCALL, NULL},
+    {"pop", (PyCFunction)(void (*)(void))view_pop, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods view_as_mapping = {
+    .mp_length = view_len,
+    .mp_subscript = view_subscript,
+    .mp_ass_subscript = view_ass_subscript,
+};
+
+static PySequenceMethods view_as_sequence = {
+    .sq_contains = view_contains,
+};
+
+static PyTypeObject TaskScopesView_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine._TaskScopesView",
+    .tp_basicsize = sizeof(TaskScopesView),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Introspection: task -> its innermost engine scope, across every loop's engine.",
+    .tp_methods = view_methods,
+    .tp_as_mapping = &view_as_mapping,
+    .tp_as_sequence = &view_as_sequence,
+    .tp_iter = view_iter,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Module functions                                                           */
+
+static PyObject *release_task(PyObject *self, PyObject *task)
+{
+    LoopEngine *e = (LoopEngine *)self;
+    Scope *scope = innermost_of(e, task);
+    if (scope == NULL || scope->host == task) {
+        Py_RETURN_NONE;
+    }
+    /* the task's root is an adopted membership: drop it */
+    Py_INCREF(scope);
+    if (scope->members != NULL) {
+        Py_ssize_t n = PyList_GET_SIZE(scope->members);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyList_GET_ITEM(scope->members, i) == task) {
+                if (PySequence_DelItem(scope->members, i) < 0) {
+                    Py_DECREF(scope);
+                    return NULL;
+                }
+                break;
+            }
         }
+    }
+    Py_DECREF(scope);
+    if (PyDict_DelItem(e->tasks, task) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
-
-static PyMethodDef release_def = {"_release_task", release_task, METH_O, NULL};
 
 static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1675,7 +1935,8 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
                      Py_TYPE(task)->tp_name);
         return NULL;
     }
-    int present = PyDict_Contains(task_scopes, task);
+    LoopEngine *e = s->engine;
+    int present = PyDict_Contains(e->tasks, task);
     if (present < 0) {
         return NULL;
     }
@@ -1692,10 +1953,10 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
     if (PyList_Append(s->members, task) < 0) {
         return NULL;
     }
-    if (PyDict_SetItem(task_scopes, task, (PyObject *)s) < 0) {
+    if (PyDict_SetItem(e->tasks, task, (PyObject *)s) < 0) {
         return NULL;
     }
-    PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, release_cb);
+    PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, e->on_release);
     if (r == NULL) {
         return NULL;
     }
@@ -1724,7 +1985,7 @@ static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:current_scope", kwlist, &task)) {
         return NULL;
     }
-    PyObject *owned = NULL;
+    PyObject *loop = NULL, *owned = NULL;
     if (task != Py_None) {
         int ok = PyObject_IsInstance(task, G.FutureType);
         if (ok < 0) {
@@ -1735,29 +1996,30 @@ static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
                          Py_TYPE(task)->tp_name);
             return NULL;
         }
-    }
-    if (task == Py_None) {
-        PyObject *loop = engine_running_loop();
+        loop = PyObject_CallMethod(task, "get_loop", NULL);
+        if (loop == NULL) {
+            return NULL;
+        }
+    } else {
+        loop = engine_running_loop();
         if (loop == NULL) {
             Py_RETURN_NONE;
         }
-        owned = current_task_of(loop);
-        Py_DECREF(loop);
+        owned = engine_current_task(loop);
         if (owned == NULL) {
+            Py_DECREF(loop);
             return NULL;
         }
         task = owned;
     }
-    PyObject *s = PyDict_GetItemWithError(task_scopes, task);
+    Scope *s = innermost_of(find_engine(loop), task);
+    Py_DECREF(loop);
     Py_XDECREF(owned);
     if (s == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
         Py_RETURN_NONE;
     }
     Py_INCREF(s);
-    return s;
+    return (PyObject *)s;
 }
 
 static PyObject *loop_stats(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
@@ -1825,7 +2087,6 @@ int engine_scope_init(PyObject *m)
     if (PyType_Ready(&Scope_Type) < 0 || PyType_Ready(&LoopEngine_Type) < 0) {
         return -1;
     }
-    task_scopes = PyDict_New();
     all_engines = PyList_New(0);
     s_engine_attr = PyUnicode_InternFromString(ENGINE_ATTR);
     s_cancel_scope = PyUnicode_InternFromString("cancel_scope");
@@ -1834,10 +2095,9 @@ int engine_scope_init(PyObject *m)
     if (s_cancel_scope == NULL || s_parent_scope == NULL || s_shield_attr == NULL) {
         return -1;
     }
-    if (task_scopes == NULL || all_engines == NULL || s_engine_attr == NULL) {
+    if (all_engines == NULL || s_engine_attr == NULL) {
         return -1;
     }
-    release_cb = PyCFunction_New(&release_def, NULL);
     {
         PyObject *be = PyImport_ImportModule("asyncio.base_events");
         if (be == NULL) {
@@ -1867,7 +2127,7 @@ int engine_scope_init(PyObject *m)
     s_cr_running = PyUnicode_InternFromString("cr_running");
     s_cr_suspended = PyUnicode_InternFromString("cr_suspended");
     s_cr_frame = PyUnicode_InternFromString("cr_frame");
-    if (release_cb == NULL || !s_get_coro || !s_cr_running || !s_cr_suspended || !s_cr_frame) {
+    if (!s_get_coro || !s_cr_running || !s_cr_suspended || !s_cr_frame) {
         return -1;
     }
     Py_INCREF(&Scope_Type);
@@ -1883,9 +2143,12 @@ int engine_scope_init(PyObject *m)
     if (PyModule_AddFunctions(m, scope_module_methods) < 0) {
         return -1;
     }
-    Py_INCREF(task_scopes);
-    if (PyModule_AddObject(m, "_task_scopes", task_scopes) < 0) {
-        Py_DECREF(task_scopes);
+    if (PyType_Ready(&TaskScopesView_Type) < 0) {
+        return -1;
+    }
+    PyObject *view = PyType_GenericNew(&TaskScopesView_Type, NULL, NULL);
+    if (view == NULL || PyModule_AddObject(m, "_task_scopes", view) < 0) {
+        Py_XDECREF(view);
         return -1;
     }
     return 0;

@@ -253,9 +253,11 @@ class TaskGroup(ABC):
       host's body); ``__aexit__`` waits for every child and raises all errors as a
       :class:`BaseExceptionGroup` (an :class:`ExceptionGroup` when all are ``Exception``).
       An exception from the host's body is part of the group too.
-    * ``__aexit__`` always waits for all children; if the host is cancelled while waiting
-      the scope is cancelled and the wait continues; the host's cancellation is then
-      re-raised unless it was the group's own.
+    * ``__aexit__`` always waits for all children, and a cancel scope never interrupts that
+      wait (trio's nursery semantics); only a plain ``Task.cancel()`` of the host does: it
+      cancels the group, the wait goes on, and the cancellation is re-raised after the
+      children finished. Children cancelled by the group's scope are collected for the scope
+      that catches them.
 
     Backend notes: asyncio returns an ``AsyncioTaskGroup`` built on the C cancel scope;
     anyio returns ``anyio.create_task_group()`` unchanged.

@@ -106,6 +106,15 @@ async def _call(callback: Callable[..., Any], *args: Any) -> None:
         )
 
 
+def _in_async_context() -> bool:
+    """True when an event loop (asyncio) or a trio run is running in this thread."""
+    import asyncio.events
+
+    if asyncio.events._get_running_loop() is not None:
+        return True
+    return _engine.capture_executor() is not None
+
+
 def _backend() -> Any:
     from ..backends import get_backend
 
@@ -551,11 +560,22 @@ class Cancellable(_engine.CancellableCore):
         """Exit on any backend (the C ``__aexit__`` calls this off its fast path)."""
         scope = self._scope
         backend = self._backend
+        if scope is None or not self._entered:
+            raise RuntimeError(
+                "this Cancellable is not running: __aexit__ without a successful __aenter__"
+            )
         scope_error: BaseException | None = None
         try:
             scope.__exit__(exc_type, exc, tb)
         except BaseException as err:  # an out-of-order exit or an ExceptionGroup rest
             scope_error = err
+        if isinstance(exc, GeneratorExit) and not _in_async_context():
+            # the coroutine is being closed outside its loop (garbage collection, loop
+            # closed): record the outcome, release everything, await nothing
+            self._set_cancel(CancellationReason.MANUAL, "Closed before completion (GeneratorExit)")
+            self._set_status(_CANCELLED)
+            self._cleanup_sync()
+            return False
         try:
             with backend.create_cancel_scope(shield=True):
                 await self._finish(exc, backend)
