@@ -1,14 +1,20 @@
 # hother-cancelable: every target creates or reuses .venv and installs what it needs.
 #
+#   make demo       set up, build the C engine, run the showcase on every run mode
+#   make test       ctest + build + lint + docs + the pytest matrix (what CI runs)
 #   make build      build the extension in place (serialised with flock)
 #   make ctest      build and run the C unit tests of csrc/ (closing line "N passed, N failed")
 #   make pytest     build, then run the Python tests
-#   make test       ctest + build + pytest
-#   make sanitize   C tests under ASan+UBSan, TSan and valgrind; pytest on an ASan+UBSan build
-#                   (SANITIZE_PARTS="asan tsan valgrind python" selects parts)
-#   make lint       ruff check/format --check, mypy --strict, clang-format, cppcheck
-#   make format     apply clang-format (FORMAT_C files) and ruff format
-#   make demo / clean / venv
+#   make sanitize   C tests under ASan+UBSan, TSan and valgrind; a Python stress script under
+#                   valgrind; pytest on an ASan+UBSan build (SANITIZE_PARTS selects parts)
+#   make lint       ruff check/format --check, mypy --strict, clang-format, cppcheck, duplication
+#   make docs       mkdocs build --strict into site/
+#   make bench      benchmarks; rewrites docs/performance.md
+#   make coverage   line coverage: Python src/, the C binding, csrc/
+#   make fuzz       differential parity fuzzing (FUZZ_N programs)
+#   make soak       long leak and thread-hammer runs
+#   make wheel-test sdist + wheel into a fresh venv, examples run from it
+#   make format / clean / venv / postgres / postgres-stop / stress-valgrind
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
@@ -34,12 +40,12 @@ CTEST_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmi
 	-g -pthread -DCC_ALLOC_FAILPOINTS -Icsrc
 CTEST_LIBS := -lm
 CTEST_DEPS := $(CSRC) $(CHDR) $(CTESTS) $(CTEST_HDR) Makefile
-SANITIZE_PARTS ?= asan tsan valgrind python
+SANITIZE_PARTS ?= asan tsan valgrind pyvalgrind python
 CTEST_BIN := build/ctest/run_tests
 ASAN_BIN := build/ctest-asan/run_tests
 TSAN_BIN := build/ctest-tsan/run_tests
 
-.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz docs wheel-test postgres postgres-stop
+.PHONY: all venv build demo test ctest pytest lint sanitize bench clean format tools-c coverage fuzz docs wheel-test postgres postgres-stop soak stress-valgrind
 
 all: build
 
@@ -74,11 +80,13 @@ ctest: $(CTEST_BIN)
 pytest: build
 	$(VPY) -m pytest -q
 
-test: ctest build
+# The whole gate: C unit tests, the extension, lint (ruff, mypy, clang-format, cppcheck,
+# duplication), the docs site (--strict), then the pytest matrix (4 run modes) incl. the wheel test.
+test: ctest build lint docs
 	$(VPY) -m pytest -q
 
 # The venv is only needed for the python part (a C-only run works without it).
-sanitize: $(if $(filter python,$(SANITIZE_PARTS)),$(STAMP)) $(CTEST_BIN) $(ASAN_BIN) $(TSAN_BIN)
+sanitize: $(if $(filter python,$(SANITIZE_PARTS)),$(STAMP)) $(if $(filter pyvalgrind,$(SANITIZE_PARTS)),build) $(CTEST_BIN) $(ASAN_BIN) $(TSAN_BIN)
 	$(if $(filter valgrind,$(SANITIZE_PARTS)),@scripts/need-tool.sh valgrind valgrind)
 	SANITIZE_PARTS="$(SANITIZE_PARTS)" VPY=$(VPY) CC=$(CC) CTEST_DIR=build scripts/sanitize.sh
 
@@ -92,6 +100,15 @@ format: $(STAMP)
 
 demo: build
 	$(VPY) examples/showcase.py
+
+# Long leak and thread-hammer runs in every run mode; prints memory before/after, callbacks, errors.
+soak: build
+	$(VPY) scripts/soak.py
+
+# A Python stress script under valgrind (memcheck); fails on an error with a frame in our code.
+stress-valgrind: build
+	@scripts/need-tool.sh valgrind valgrind
+	$(VPY) scripts/stress_valgrind.py --valgrind
 
 # A private PostgreSQL test server (build/postgres); the tests start their own when needed.
 postgres:

@@ -74,8 +74,10 @@ def main() -> int:
     duplicated = sum(len(v) for v in dup.values())
     percent = 100.0 * duplicated / total if total else 0.0
     worst = sorted(dup.items(), key=lambda kv: -len(kv[1]))[:5]
-    print(f"duplicated code: {duplicated} of {total} significant lines ({percent:.2f} %) in "
-          f"{', '.join(args.paths)}; runs of >= {args.min_lines} lines")
+    print(
+        f"duplicated code: {duplicated} of {total} significant lines ({percent:.2f} %) in "
+        f"{', '.join(args.paths)}; runs of >= {args.min_lines} lines"
+    )
     for path, lines in worst:
         print(f"  {path}: {len(lines)} lines")
     if percent > args.max_percent:

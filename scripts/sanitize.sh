@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-parts=${SANITIZE_PARTS:-asan tsan valgrind python}
+parts=${SANITIZE_PARTS:-asan tsan valgrind pyvalgrind python}
 vpy=${VPY:-.venv/bin/python}
 cdir=${CTEST_DIR:-build}
 cc=${CC:-gcc}
@@ -58,6 +58,9 @@ for part in $parts; do
     valgrind)
         run_c valgrind valgrind valgrind -q --error-exitcode=1 --leak-check=full \
             --errors-for-leak-kinds=definite,indirect,possible "$cdir/ctest/run_tests"
+        ;;
+    pyvalgrind)
+        run_c pyvalgrind pyvalgrind "$vpy" scripts/stress_valgrind.py --valgrind
         ;;
     python)
         echo "== python: sanitized extension + pytest"

@@ -13,11 +13,11 @@ from typing import Any
 
 import anyio
 import pytest
-from hother.cancelable._engine import RegistryTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hother.cancelable import _engine
+from hother.cancelable._engine import RegistryTable
 from hother.cancelable.core.cancellable import Cancellable
 from hother.cancelable.core.models import CancellationReason, OperationContext, OperationStatus
 from hother.cancelable.core.registry import OperationRegistry

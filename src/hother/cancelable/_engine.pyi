@@ -6,7 +6,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, overload
 
-
 class LoopStats(TypedDict):
     armed_timers: int
     deadlines: int
