@@ -14,6 +14,8 @@
 # is off (fsync=off): this is a throw-away test server. Only progress messages go to stderr;
 # stdout carries the DSN alone.
 set -euo pipefail
+# The server is not our code: never run it under a sanitizer runtime preloaded for pytest.
+unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CMD="${1:-start}"

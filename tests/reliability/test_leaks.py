@@ -19,6 +19,14 @@ from typing import Any
 
 import pytest
 
+# The sanitizer run (make sanitize) preloads ASan, whose allocator keeps freed memory in
+# quarantine: heap and RSS growth figures are meaningless there (the C instance counts of the
+# other tests still hold). These run in make test and make soak.
+_NOT_UNDER_ASAN = pytest.mark.skipif(
+    bool(__import__("os").environ.get("HOTHER_CANCELABLE_SANITIZED")),
+    reason="memory growth is not measurable under ASan's quarantining allocator",
+)
+
 from hother.cancelable import Cancellable, _engine
 from hother.cancelable.pytest_plugin import RUN_MODES, run_in_mode
 
@@ -58,6 +66,7 @@ def _check(report: Any, *, gc_margin: int, traced_margin: int, rss_margin: int) 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
 @pytest.mark.parametrize(("workload", "kwargs", "rounds"), FAST)
+@_NOT_UNDER_ASAN
 def test_workload_frees_everything(
     mode: str, workload: Any, kwargs: dict[str, Any], rounds: int
 ) -> None:
@@ -78,6 +87,7 @@ def test_workload_python_memory_flat(
 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
+@_NOT_UNDER_ASAN
 def test_long_condition_checking_is_flat(mode: str) -> None:
     """A condition checked 250 times at a fast interval: memory sampled *during* the
     monitoring (from inside the predicate) does not grow after the first fifth."""
