@@ -19,14 +19,6 @@ from typing import Any
 
 import pytest
 
-# The sanitizer run (make sanitize) preloads ASan, whose allocator keeps freed memory in
-# quarantine: heap and RSS growth figures are meaningless there (the C instance counts of the
-# other tests still hold). These run in make test and make soak.
-_NOT_UNDER_ASAN = pytest.mark.skipif(
-    bool(__import__("os").environ.get("HOTHER_CANCELABLE_SANITIZED")),
-    reason="memory growth is not measurable under ASan's quarantining allocator",
-)
-
 from hother.cancelable import Cancellable, _engine
 from hother.cancelable.pytest_plugin import RUN_MODES, run_in_mode
 
@@ -37,6 +29,14 @@ from .workloads import (
     sequential_cancellations,
     snapshot,
     source_cycles,
+)
+
+# The sanitizer run (make sanitize) preloads ASan, whose allocator keeps freed memory in
+# quarantine: heap and RSS growth figures are meaningless there (the C instance counts of the
+# other tests still hold). These run in make test and make soak.
+_NOT_UNDER_ASAN = pytest.mark.skipif(
+    bool(__import__("os").environ.get("HOTHER_CANCELABLE_SANITIZED")),
+    reason="memory growth is not measurable under ASan's quarantining allocator",
 )
 
 MiB = 1024 * 1024
