@@ -18,7 +18,9 @@
 #
 # Environment: VPY (venv python, default .venv/bin/python), CC (default gcc), GCOV (default
 # gcov), PYTEST_ARGS (default -q), CTEST_CFLAGS (the Makefile's), COVERAGE_FAIL_UNDER (a
-# percentage: exit non-zero when a layer is below it; default: report only).
+# percentage: exit non-zero when a layer is below it; default: report only),
+# HOTHER_ENGINE_FULL_SWEEP (default 1: the allocation-failure sweeps of tests/engine try every
+# index instead of a sample).
 # Reports: build/coverage/html (Python, HTML), build/coverage/c-files.txt (C, per file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -119,6 +121,8 @@ if where is None or os.path.realpath(where) != os.path.realpath(SO):
 print(f"coverage: the tests used the instrumented {where}")
 sys.exit(status)
 EOF
+# The engine tests sweep every allocation-failure index here (sampled by default: make test).
+export HOTHER_ENGINE_FULL_SWEEP=${HOTHER_ENGINE_FULL_SWEEP:-1}
 # shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments
 HOTHER_COVERAGE_SO=$(realpath "$so") "$vpy" -m coverage run --rcfile="$root/coveragerc" \
     "$root/bootstrap.py" ${PYTEST_ARGS:--q} 2>&1 | tee "$root/pytest.log"

@@ -61,11 +61,11 @@ class FakeHandle:
         return self.fn(*self.args)
 
 
-class FakeLoop(Misbehaving):
+class FakeLoop(Misbehaving, asyncio.AbstractEventLoop):
     """An event loop reduced to what the engine calls; time is set by hand (``now``)."""
 
     def __init__(self, now: float = 1000.0) -> None:
-        super().__init__()
+        Misbehaving.__init__(self)
         self.now = now
         self.handles: list[FakeHandle] = []
         self.hash_fails = False
@@ -79,6 +79,9 @@ class FakeLoop(Misbehaving):
     def __eq__(self, other: object) -> bool:
         return self is other
 
+    def get_debug(self) -> bool:
+        return False
+
     def time(self) -> float:
         self._enter("time")
         return self.now
@@ -88,15 +91,15 @@ class FakeLoop(Misbehaving):
         self.handles.append(handle)
         return handle if self.handle_factory is None else self.handle_factory(handle)
 
-    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Any:
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         self._enter("call_at", when)
         return self._handle(when, fn, args)
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def call_soon(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         self._enter("call_soon")
         return self._handle(None, fn, args)
 
-    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         self._enter("call_soon_threadsafe")
         return self._handle(None, fn, args)
 
@@ -144,20 +147,30 @@ class FakeCoro:
     cr_frame = None
 
 
-class FakeTask(Misbehaving):
-    """An asyncio task reduced to what the engine calls; ``cancelling()`` is tracked."""
+class FakeTask(Misbehaving, asyncio.Future):  # type: ignore[type-arg]
+    """An asyncio task reduced to what the engine calls; ``cancelling()`` is tracked.
 
-    def __init__(self) -> None:
-        super().__init__()
+    A future of ``loop`` (so ``get_loop()`` and the engine's introspection work), whose
+    task methods are scripted.
+    """
+
+    def __init__(self, loop: Any) -> None:
+        Misbehaving.__init__(self)
+        asyncio.Future.__init__(self, loop=loop)
         self._cancelling = 0
         self.is_done = False
         self._must_cancel = False
         self._fut_waiter: Any = None
         self.cancel_messages: list[Any] = []
         self.hash_fails = False
+        self.hash_budget: int | None = None  # hash() works this many more times, then fails
         self.cancelling_value: Any = None
 
     def __hash__(self) -> int:
+        if self.hash_budget is not None:
+            if self.hash_budget <= 0:
+                raise RuntimeError("unhashable task")
+            self.hash_budget -= 1
         if self.hash_fails:
             raise RuntimeError("unhashable task")
         return id(self) >> 4
@@ -188,6 +201,18 @@ class FakeTask(Misbehaving):
     def get_coro(self) -> Any:
         self._enter("get_coro")
         return FakeCoro()
+
+
+def fake_pair() -> tuple[FakeLoop, FakeTask]:
+    """A fake loop and a fake task of it."""
+    loop = FakeLoop()
+    return loop, FakeTask(loop)
+
+
+def fake_triple() -> tuple[FakeLoop, FakeTask, FakeTask]:
+    """A fake loop and two fake tasks of it (a scope's host and another running task)."""
+    loop = FakeLoop()
+    return loop, FakeTask(loop), FakeTask(loop)
 
 
 @contextmanager
