@@ -331,12 +331,6 @@ def test_clock_error_at_fast_enter_propagates() -> None:
         assert op.status == OperationStatus.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (scope.c scope_enter_impl, through cancellable.c Core_aenter): when "
-    "arming the timer fails after the task was registered, the operation's scope stays "
-    "active as the task's innermost scope, unreachable (the operation never stored it)",
-)
 def test_timer_error_at_fast_enter_leaves_no_orphan_scope() -> None:
     loop, task = fake_pair()
     with running(loop, task):

@@ -101,14 +101,6 @@ class MemoryErrorOnLookup:
         raise MemoryError(f"reading {self.name}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="engine bug: argument checks use PyObject_HasAttr/HasAttrString, which swallow "
-    "every error: a MemoryError while reading the attribute becomes 'task must be an "
-    "asyncio.Task' (scope.c adopt_task, current_scope), 'deadline must be a real number' "
-    "(scope.c parse_deadline), 'executor must be ...' (token.c check_executor)",
-)
 @pytest.mark.parametrize("where", ["adopt_task", "current_scope", "deadline", "executor"])
 def test_attribute_lookup_errors_are_not_masked(where: str) -> None:
     import asyncio
@@ -137,11 +129,6 @@ def test_attribute_lookup_errors_are_not_masked(where: str) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (executor.c spawn_awaitable): when add_done_callback fails after the "
-    "task was added to _pending_hook_tasks, the task stays in that set forever",
-)
 def test_spawned_hook_task_is_not_kept_after_an_allocation_failure() -> None:
     proc = run_script(HERE / "nomem_sweep.py", "full", "hook_spawn", timeout=600)
     result = json.loads(proc.stdout)

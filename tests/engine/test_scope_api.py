@@ -262,12 +262,6 @@ def test_release_callback_tolerates_unknown_and_unhashable_tasks() -> None:
         assert leave(scope) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (scope.c adopt_task): when add_done_callback fails, the task stays "
-    "registered in the scope (task_scopes entry) without its release callback, so the "
-    "entry (and the task) are never released",
-)
 def test_failed_adoption_leaves_the_task_outside() -> None:
     loop, task = fake_pair()
     with running(loop, task):

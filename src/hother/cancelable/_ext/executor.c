@@ -204,17 +204,15 @@ static int spawn_awaitable(PyObject *aw)
         }
         Py_DECREF(coro);
         /* keep a strong reference until the task is done (the loop only keeps a weak one) */
-        if (PySet_Add(pending_tasks, task) < 0) {
+        PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, pending_discard);
+        if (r == NULL) {
             Py_DECREF(task);
             return -1;
         }
-        PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, pending_discard);
-        Py_DECREF(task);
-        if (r == NULL) {
-            return -1;
-        }
         Py_DECREF(r);
-        return 0;
+        int rc = PySet_Add(pending_tasks, task); /* discarded by the callback when done */
+        Py_DECREF(task);
+        return rc;
     }
     PyObject *tok = current_trio_token();
     if (tok != NULL) {

@@ -3,24 +3,6 @@
 
 engine_state G;
 
-/* Weak defaults so the module links while a part of the engine is being built;
- * the real definitions in token.c, executor.c and registry.c replace them. */
-__attribute__((weak)) int engine_token_init(PyObject *m)
-{
-    (void)m;
-    return 0;
-}
-__attribute__((weak)) int engine_executor_init(PyObject *m)
-{
-    (void)m;
-    return 0;
-}
-__attribute__((weak)) int engine_registry_init(PyObject *m)
-{
-    (void)m;
-    return 0;
-}
-
 void engine_report_error(const char *where)
 {
     PyObject *type, *value, *tb;
@@ -139,11 +121,10 @@ PyMODINIT_FUNC PyInit__engine(void)
     if (events == NULL) {
         goto error;
     }
-    G.get_running_loop = PyObject_GetAttrString(events, "_get_running_loop");
-    G.current_task = PyObject_GetAttrString(asyncio, "current_task");
-    G.CancelledError = PyObject_GetAttrString(asyncio, "CancelledError");
-    G.FutureType = PyObject_GetAttrString(asyncio, "Future");
-    if (!G.get_running_loop || !G.current_task || !G.CancelledError || !G.FutureType) {
+    if ((G.get_running_loop = PyObject_GetAttrString(events, "_get_running_loop")) == NULL ||
+        (G.current_task = PyObject_GetAttrString(asyncio, "current_task")) == NULL ||
+        (G.CancelledError = PyObject_GetAttrString(asyncio, "CancelledError")) == NULL ||
+        (G.FutureType = PyObject_GetAttrString(asyncio, "Future")) == NULL) {
         goto error;
     }
     {

@@ -141,6 +141,21 @@ static int effectively_cancelled(Scope *s)
     return 0;
 }
 
+/* 1 if obj has attribute name, 0 if not (AttributeError), -1 on any other error (kept). */
+static int has_attr_strict(PyObject *obj, const char *name)
+{
+    PyObject *v = PyObject_GetAttrString(obj, name);
+    if (v != NULL) {
+        Py_DECREF(v);
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
 /* Parse a deadline argument: a real number, not NaN. */
 static int parse_deadline(PyObject *value, double *out)
 {
@@ -148,8 +163,14 @@ static int parse_deadline(PyObject *value, double *out)
         PyErr_SetString(PyExc_TypeError, "deadline cannot be deleted");
         return -1;
     }
-    if (PyBool_Check(value) || !(PyFloat_Check(value) || PyLong_Check(value) ||
-                                 PyObject_HasAttrString(value, "__float__"))) {
+    int floaty = PyFloat_Check(value) || PyLong_Check(value);
+    if (!floaty && !PyBool_Check(value)) {
+        floaty = has_attr_strict(value, "__float__");
+        if (floaty < 0) {
+            return -1;
+        }
+    }
+    if (PyBool_Check(value) || !floaty) {
         PyErr_Format(PyExc_TypeError, "deadline must be a real number, not %.100s",
                      Py_TYPE(value)->tp_name);
         return -1;
@@ -918,6 +939,8 @@ static void Scope_dealloc(Scope *s)
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
+static void scope_detach(Scope *s);
+
 static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now)
 {
     LoopEngine *e = get_engine(loop);
@@ -964,28 +987,36 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     e->active_scopes++;
     if (!s->cancel_called && s->deadline != INFINITY) {
         if (isnan(now) && loop_time(loop, &now) < 0) {
-            return -1;
+            goto undo;
         }
         if (s->deadline <= now) {
             if (scope_cancel_here(s, loop, NULL, 1) < 0) {
-                return -1;
+                goto undo;
             }
         } else {
             if (cc_heap_push(&e->heap, &s->node, s->deadline) < 0) {
                 PyErr_NoMemory();
-                return -1;
+                goto undo;
             }
             if (engine_arm(e, loop, s->deadline) < 0) {
-                return -1;
+                goto undo;
             }
         }
     }
     if (effectively_cancelled(s)) {
         if (PySet_Add(e->pending, task) < 0 || engine_schedule_redeliver(e, loop) < 0) {
-            return -1;
+            goto undo;
         }
     }
     return 0;
+undo : {
+    /* a failed __enter__ gets no __exit__: leave the task where it was */
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    scope_detach(s);
+    PyErr_Restore(et, ev, etb);
+    return -1;
+}
 }
 
 /* A shielded engine scope must also stop cancellation coming from anyio's own scopes on
@@ -1930,7 +1961,11 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
     if (is_future < 0) {
         return NULL;
     }
-    if (!is_future || !PyObject_HasAttr(task, s_get_coro)) {
+    int coro_ok = is_future ? has_attr_strict(task, "get_coro") : 0;
+    if (coro_ok < 0) {
+        return NULL;
+    }
+    if (!coro_ok) {
         PyErr_Format(PyExc_TypeError, "task must be an asyncio.Task, not %.100s",
                      Py_TYPE(task)->tp_name);
         return NULL;
@@ -1944,6 +1979,12 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
         PyErr_SetString(PyExc_RuntimeError, "adopt_task: the task is already inside a scope");
         return NULL;
     }
+    /* the release callback first: whatever fails after it, the task is released when done */
+    PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, e->on_release);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
     if (s->members == NULL) {
         s->members = PyList_New(0);
         if (s->members == NULL) {
@@ -1956,11 +1997,6 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
     if (PyDict_SetItem(e->tasks, task, (PyObject *)s) < 0) {
         return NULL;
     }
-    PyObject *r = PyObject_CallMethodOneArg(task, G.s_add_done_callback, e->on_release);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
     if (effectively_cancelled(s)) {
         PyObject *loop = engine_loop(s->engine);
         if (loop != NULL) {
@@ -1991,7 +2027,11 @@ static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
         if (ok < 0) {
             return NULL;
         }
-        if (!ok || !PyObject_HasAttr(task, s_get_coro)) {
+        int coro_ok = ok ? has_attr_strict(task, "get_coro") : 0;
+        if (coro_ok < 0) {
+            return NULL;
+        }
+        if (!coro_ok) {
             PyErr_Format(PyExc_TypeError, "task must be an asyncio.Task or None, not %.100s",
                          Py_TYPE(task)->tp_name);
             return NULL;
@@ -2110,6 +2150,9 @@ int engine_scope_init(PyObject *m)
         }
         base_loop_time = PyObject_GetAttrString(cls, "time");
         Py_DECREF(cls);
+        if (base_loop_time == NULL) {
+            return -1;
+        }
         PyObject *ev = PyImport_ImportModule("asyncio.events");
         if (ev == NULL) {
             return -1;

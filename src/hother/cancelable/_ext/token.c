@@ -246,10 +246,34 @@ static int check_message(PyObject *message)
     return 0;
 }
 
+/* 1 if obj has the attribute, 0 if not (AttributeError), -1 on any other error (kept). */
+static int has_attr_strict(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v != NULL) {
+        Py_DECREF(v);
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
 static int check_executor(PyObject *executor)
 {
-    if (executor == Py_None || PyObject_HasAttr(executor, G.s_call_soon_threadsafe) ||
-        PyObject_HasAttr(executor, G.s_run_sync_soon)) {
+    if (executor == Py_None) {
+        return 0;
+    }
+    int has = has_attr_strict(executor, G.s_call_soon_threadsafe);
+    if (has == 0) {
+        has = has_attr_strict(executor, G.s_run_sync_soon);
+    }
+    if (has < 0) {
+        return -1;
+    }
+    if (has) {
         return 0;
     }
     PyErr_Format(PyExc_TypeError,
@@ -979,8 +1003,8 @@ static PyObject *set_reason_type(PyObject *Py_UNUSED(m), PyObject *enum_cls)
         return NULL;
     }
     PyObject *parent = PyObject_GetAttrString(enum_cls, "PARENT");
-    PyObject *manual = PyObject_GetAttrString(enum_cls, "MANUAL");
-    PyObject *members = PySequence_Tuple(enum_cls);
+    PyObject *manual = parent != NULL ? PyObject_GetAttrString(enum_cls, "MANUAL") : NULL;
+    PyObject *members = manual != NULL ? PySequence_Tuple(enum_cls) : NULL;
     if (parent == NULL || manual == NULL || members == NULL) {
         Py_XDECREF(parent);
         Py_XDECREF(manual);
