@@ -78,6 +78,7 @@ def test_workload_frees_everything(
 
 @pytest.mark.parametrize("mode", RUN_MODES)
 @pytest.mark.parametrize(("workload", "kwargs", "rounds", "margin"), TRACED)
+@_NOT_UNDER_ASAN
 def test_workload_python_memory_flat(
     mode: str, workload: Any, kwargs: dict[str, Any], rounds: int, margin: int
 ) -> None:
