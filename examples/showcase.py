@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+
+from _common import run  # the run-mode runner shared by the examples
 
 from hother.cancelable import (
     Cancellable,
@@ -20,7 +20,6 @@ from hother.cancelable import (
     CancellationToken,
     detect_backend,
     get_backend,
-    use_backend,
 )
 
 
@@ -116,30 +115,6 @@ async def demo() -> None:
         )
         gate.set()
         await asyncio.gather(*tasks)
-
-
-def run(mode: str, main: Callable[[], Awaitable[Any]]) -> None:
-    print(f"== run mode: {mode}", flush=True)
-    if mode == "trio":
-        import trio
-
-        trio.run(main)
-        return
-    factory = None
-    if mode == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
-
-    async def wrapped() -> None:
-        if mode == "anyio":
-            with use_backend("anyio"):
-                await main()
-        else:
-            await main()
-
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(wrapped())
 
 
 def main() -> int:
