@@ -193,8 +193,8 @@ static PyObject *debug_enabled_fn;           /* logger.isEnabledFor */
 static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
 static PyObject *current_operation_var;
 static PyObject *detection_override, *sniffio_local, *sniffio_cvar;
-static PyObject *s_aenter_slow, *s_aexit_slow, *s_on_token_cancelled, *s_name_attr,
-    *s_total_seconds, *s_operation_id, *s_add, *s_timestamp, *s_log_finished;
+static PyObject *s_aenter_slow, *s_aexit_slow, *s_on_token_cancelled, *s_name_attr, *s_operation_id,
+    *s_add, *s_timestamp, *s_log_finished;
 static PyObject *timeout_text; /* "Operation timed out" */
 static PyObject *closed_text;  /* GeneratorExit message */
 
@@ -1510,7 +1510,6 @@ int engine_cancellable_init(PyObject *m)
     s_aexit_slow = PyUnicode_InternFromString("_aexit_slow");
     s_on_token_cancelled = PyUnicode_InternFromString("_on_token_cancelled");
     s_name_attr = PyUnicode_InternFromString("name");
-    s_total_seconds = PyUnicode_InternFromString("total_seconds");
     s_operation_id = PyUnicode_InternFromString("operation_id");
     s_add = PyUnicode_InternFromString("add");
     s_timestamp = PyUnicode_InternFromString("timestamp");
@@ -1532,8 +1531,8 @@ int engine_cancellable_init(PyObject *m)
         return -1;
     }
     if (!current_operation_var || !s_aenter_slow || !s_aexit_slow || !s_on_token_cancelled ||
-        !s_name_attr || !s_total_seconds || !s_operation_id || !s_add || !s_timestamp ||
-        !s_log_finished || !timeout_text) {
+        !s_name_attr || !s_operation_id || !s_add || !s_timestamp || !s_log_finished ||
+        !timeout_text) {
         return -1;
     }
     Py_INCREF(&Core_Type);

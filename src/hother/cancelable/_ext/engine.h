@@ -97,11 +97,8 @@ int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeou
 /* Exit: 1 when the scope swallowed its own cancellation, 0 to propagate, -1 on error
  * (out-of-order exit, or an exception to raise instead, e.g. an ExceptionGroup's rest). */
 int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc);
-/* Thread-safe cancel (as CancelScope.cancel()). */
-int scope_cancel_c(PyObject *scope);
 /* Forget an active scope whose coroutine is being closed outside its loop (GeneratorExit). */
 int scope_detach_c(PyObject *scope);
-int scope_check(PyObject *obj);
 void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached);
 
 /* cancellable.c */

@@ -324,7 +324,9 @@ static LoopEngine *get_engine(PyObject *loop)
         Py_ssize_t n = PyList_GET_SIZE(all_engines);
         for (Py_ssize_t i = n - 1; i >= 0; i--) {
             if (PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i)) == Py_None) {
-                PySequence_DelItem(all_engines, i);
+                if (PySequence_DelItem(all_engines, i) < 0) {
+                    PyErr_Clear(); /* pruning is best effort */
+                }
             }
         }
         if (PyList_Append(all_engines, er) < 0) {
@@ -758,7 +760,11 @@ static PyObject *engine_redeliver(PyObject *self, PyObject *Py_UNUSED(args))
         Py_DECREF(loop);
         return NULL;
     }
-    PySet_Clear(e->pending);
+    if (PySet_Clear(e->pending) < 0) {
+        Py_DECREF(tasks);
+        Py_DECREF(loop);
+        return NULL;
+    }
     Py_ssize_t n = PyList_GET_SIZE(tasks);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(tasks, i);
@@ -1698,21 +1704,6 @@ int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
     Py_CLEAR(s->members);
     Py_CLEAR(s->anyio_outer);
     return rc;
-}
-
-int scope_cancel_c(PyObject *scope)
-{
-    PyObject *r = Scope_cancel((Scope *)scope, NULL, NULL);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-int scope_check(PyObject *obj)
-{
-    return PyObject_TypeCheck(obj, &Scope_Type);
 }
 
 void scope_flags(PyObject *scope, int *cancel_called, int *deadline_reached)
