@@ -32,6 +32,8 @@ setup(
             "hother.cancelable._engine",
             sources=sources,
             include_dirs=["csrc", "src/hother/cancelable/_ext"],
+            # the core allocates through the binding (PyMem_Raw*: tracemalloc sees it)
+            define_macros=[("CC_ALLOC_EXTERN", "1")],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             libraries=["pthread"],

@@ -1,6 +1,7 @@
 /* cc_alloc: allocation wrappers of the C core (private to csrc/).
  *
- * In normal builds these are plain malloc/calloc/realloc. The C unit tests
+ * In normal builds these are plain malloc/calloc/realloc/free (the binding builds the core
+ * with -DCC_ALLOC_EXTERN: its own allocator). The C unit tests
  * compile the core with -DCC_ALLOC_FAILPOINTS to inject allocation failures:
  * set cc_alloc_failpoint to N >= 0 and the allocation after N successful ones
  * fails (once; the failpoint then disarms itself back to -1).
@@ -34,19 +35,42 @@ static inline int cc_alloc_should_fail(void)
 }
 #endif
 
+#ifdef CC_ALLOC_EXTERN
+/* The host provides the allocator (the Python binding: PyMem_Raw*, so that tracemalloc and
+ * the interpreter's memory tools see the core's memory). Thread-safe, no GIL needed. */
+void *cc_host_malloc(size_t n);
+void *cc_host_calloc(size_t count, size_t size);
+void *cc_host_realloc(void *p, size_t n);
+void cc_host_free(void *p);
+#define CC_SYS_MALLOC cc_host_malloc
+#define CC_SYS_CALLOC cc_host_calloc
+#define CC_SYS_REALLOC cc_host_realloc
+#define CC_SYS_FREE cc_host_free
+#else
+#define CC_SYS_MALLOC malloc
+#define CC_SYS_CALLOC calloc
+#define CC_SYS_REALLOC realloc
+#define CC_SYS_FREE free
+#endif
+
 static inline void *cc_malloc(size_t n)
 {
-    return cc_alloc_should_fail() ? NULL : malloc(n);
+    return cc_alloc_should_fail() ? NULL : CC_SYS_MALLOC(n);
 }
 
 static inline void *cc_calloc(size_t count, size_t size)
 {
-    return cc_alloc_should_fail() ? NULL : calloc(count, size);
+    return cc_alloc_should_fail() ? NULL : CC_SYS_CALLOC(count, size);
 }
 
 static inline void *cc_realloc(void *p, size_t n)
 {
-    return cc_alloc_should_fail() ? NULL : realloc(p, n);
+    return cc_alloc_should_fail() ? NULL : CC_SYS_REALLOC(p, n);
+}
+
+static inline void cc_free(void *p)
+{
+    CC_SYS_FREE(p);
 }
 
 #endif

@@ -93,7 +93,7 @@ void cc_heap_free(cc_heap *h)
 {
     for (size_t i = 0; i < h->len; i++)
         h->items[i]->index = CC_HEAP_NOT_IN_HEAP;
-    free(h->items);
+    cc_free(h->items);
     cc_heap_init(h);
 }
 

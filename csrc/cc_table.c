@@ -103,7 +103,7 @@ static int rehash(cc_table *t, size_t new_cap)
             j = (j + 1) & mask;
         entries[j] = *e;
     }
-    free(t->entries);
+    cc_free(t->entries);
     t->entries = entries;
     t->cap = new_cap;
     t->used = t->len;
@@ -123,9 +123,9 @@ void cc_table_destroy(cc_table *t)
 {
     for (size_t i = 0; i < t->cap; i++) {
         if (is_live(&t->entries[i]))
-            free(t->entries[i].key);
+            cc_free(t->entries[i].key);
     }
-    free(t->entries);
+    cc_free(t->entries);
     t->entries = NULL;
     t->cap = t->len = t->used = 0;
     pthread_mutex_destroy(&t->lock);
@@ -155,7 +155,7 @@ int cc_table_set(cc_table *t, const char *key, void *value, void **old)
     memcpy(copy, key, size);
     if (i == NOT_FOUND || (t->entries[i].key == NULL && (t->used + 1) * 2 > t->cap)) {
         if (rehash(t, cap_for(t->len + 1)) < 0) {
-            free(copy);
+            cc_free(copy);
             goto fail;
         }
         i = find(t, key, hash, &found);
@@ -202,7 +202,7 @@ void *cc_table_remove(cc_table *t, const char *key)
     }
     cc_table_entry *e = &t->entries[i];
     void *value = e->value;
-    free(e->key);
+    cc_free(e->key);
     e->value = NULL;
     t->len--;
     size_t mask = t->cap - 1;
@@ -255,11 +255,11 @@ void cc_table_clear(cc_table *t, void (*fn)(void *value, void *arg), void *arg)
     for (size_t i = 0; i < cap; i++) {
         if (!is_live(&entries[i]))
             continue;
-        free(entries[i].key);
+        cc_free(entries[i].key);
         if (fn != NULL)
             fn(entries[i].value, arg);
     }
-    free(entries);
+    cc_free(entries);
 }
 
 int cc_table_foreach(cc_table *t, int (*fn)(void *value, void *arg), void *arg)

@@ -81,6 +81,7 @@ static inline size_t harness_below(uint64_t *state, size_t n)
 
 /* Suites (one per core module). */
 void suite_heap(void);
+void suite_pmap(void);
 void suite_state(void);
 void suite_table(void);
 

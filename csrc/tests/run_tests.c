@@ -98,6 +98,7 @@ int main(int argc, char **argv)
             filters[n_filters++] = argv[i];
     }
     suite_heap();
+    suite_pmap();
     suite_state();
     suite_table();
     free(filters);

@@ -199,15 +199,16 @@ def test_anyio_backend_factory_error_on_the_trio_fast_path() -> None:
             raise ZeroDivisionError("anyio backend")
         engine._set_classes({**classes, "anyio_backend": boom})
         async def main():
+            async with Cancellable() as op:  # the fast path does not need the backend object
+                pass
             try:
-                async with Cancellable():
-                    pass
+                op._backend  # asked for: created then, and its error surfaces then
             except ZeroDivisionError:
-                return "raised"
+                return f"raised, {op.status.value}"
         print(trio.run(main))
         """
     )
-    assert out.strip() == "raised"
+    assert out.strip() == "raised, completed"
 
 
 FAKE_TRIO = """

@@ -289,7 +289,7 @@ def test_failed_adoption_raises() -> None:
         with pytest.raises(Boom):
             _engine.adopt_task(member, scope)
         other = Member(loop)
-        other.hash_budget = 1  # the membership test works, the registration fails
+        other.hash_budget = 0  # the membership test hashes nothing; the registration fails
         with pytest.raises(RuntimeError, match="unhashable member"):
             _engine.adopt_task(other, scope)
         other.hash_budget = None

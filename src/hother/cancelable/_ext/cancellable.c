@@ -160,21 +160,59 @@ static PyTypeObject Immediate_Type = {
 /* ------------------------------------------------------------------------- */
 /* CancellableCore                                                            */
 
+/* Layout (memory per live operation is a target, see docs/performance.md):
+ *  - Core embeds the asyncio cancel scope (Scope s): on the asyncio fast path the operation
+ *    and its scope are one object, and the scope's spare bytes hold Core's flags;
+ *  - everything a plain `async with Cancellable.with_timeout(t)` does not use lives in
+ *    CoreX, allocated on first use (s.x points to it; its first member is the scope's ScopeX).
+ */
 typedef struct {
-    PyObject_HEAD PyObject *id, *name, *metadata, *ctx, *status;
-    double start_time, end_time; /* epoch seconds; NAN when unset */
+    ScopeX sx; /* first: the embedded scope's rare fields */
+    PyObject *id, *name, *metadata, *ctx, *status_obj;
     PyObject *cancel_reason, *cancel_message, *error, *partial_result;
-    PyObject *token, *scope, *backend, *cv_token;
+    PyObject *token, *backend, *cv_token;
     PyObject *sources, *shields, *external_tokens, *to_link, *linked_to;
     PyObject *progress_cbs, *start_cbs, *complete_cbs, *cancel_cbs, *error_cbs;
     PyObject *children, *parent_ref, *parent_id;
     PyObject *source_reason, *hook_reason, *source_error;
-    PyObject *timeout_obj; /* the timeout as given (fast with_timeout), or NULL */
-    PyObject *executor;    /* trio fast path: the TrioToken of the run (for late token hooks) */
-    double timeout;        /* INFINITY: none */
+    PyObject *timeout_given; /* a timeout a double cannot give back exactly (a huge int) */
     Py_ssize_t hook;
-    char entered, registered, register_globally, fast, timeout_name;
+    double end_time; /* while CF_END_IN_X: an end time set while current_operation is ours */
+} CoreX;
+
+typedef struct {
+    Scope s;           /* the asyncio fast path's scope (c_fast == 1) */
+    double start_time; /* epoch seconds; NAN when unset */
+    union {
+        double end_time;   /* epoch seconds, NAN when unset (when CF_VARSET is clear) */
+        PyObject *prev_op; /* while CF_VARSET: current_operation before the block (a value,
+                            * or a contextvars.Token when CF_VAR_TOKEN), a strong reference */
+    } u;
+    double timeout; /* with_timeout seconds (INFINITY: none); CF_TIMEOUT_INT: given as int */
 } Core;
+/* the backend's scope object (slow path and trio fast path): the embedded scope's alt slot */
+#define BSCOPE(c) ((c)->s.alt)
+
+/* Core flags in the scope's spare bytes */
+#define c_entered(c) ((c)->s.c_entered)
+#define c_fast(c) ((c)->s.c_fast) /* 0 slow path, 1 asyncio (embedded scope), 2 trio */
+enum {
+    CF_VARSET = 1,       /* current_operation was set by the fast enter */
+    CF_VAR_TOKEN = 2,    /* prev_op is a contextvars.Token */
+    CF_FAST_TIMEOUT = 4, /* timeout is still the fast timeout (no TimeoutSource yet) */
+    CF_END_IN_X = 8,     /* the end time is in CoreX (set while CF_VARSET) */
+    CF_TIMEOUT_INT = 16, /* the timeout was given as an int */
+    CF_TRIO_DL = 32,     /* trio: the deadline is in the run's TrioDeadlines heap */
+    CF_TIMED_OUT = 64,   /* trio: TrioDeadlines cancelled the scope at the deadline */
+};
+/* status: an index into status_objs, or ST_OTHER (CoreX.status_obj) */
+enum { ST_PENDING, ST_RUNNING, ST_COMPLETED, ST_CANCELLED, ST_FAILED, ST_OTHER };
+/* trio fast path: the run's TrioToken (late token hooks run there) is kept in the unused
+ * host slot of the never-entered embedded scope, which owns and releases it like a host */
+#define TRIO_EXECUTOR(c) SCOPE_HOST(&(c)->s)
+#define CX(c) ((CoreX *)(c)->s.x)
+/* a rare field, or NULL */
+#define XF(c, f) ((c)->s.x != NULL ? CX(c)->f : NULL)
 
 static PyTypeObject Core_Type;
 
@@ -217,14 +255,61 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *Py_UNUSED(a), PyObject *
     if (c == NULL) {
         return NULL;
     }
+    scope_init_fields(&c->s, 0, 1);
+    c->s.c_status = ST_PENDING;
     c->start_time = NAN;
-    c->end_time = NAN;
+    c->u.end_time = NAN;
     c->timeout = INFINITY;
-    if (st_pending != NULL) {
-        Py_INCREF(st_pending);
-        c->status = st_pending;
-    }
     return (PyObject *)c;
+}
+
+/* The rare-field block, allocated on first use; NULL with MemoryError. */
+static CoreX *cx(Core *c)
+{
+    return (CoreX *)scope_ext(&c->s);
+}
+
+/* Store a new reference in a rare field (allocating the block). 0 or -1. */
+static int set_x(Core *c, size_t off, PyObject *value)
+{
+    if (value == NULL && c->s.x == NULL) {
+        return 0;
+    }
+    CoreX *x = cx(c);
+    if (x == NULL) {
+        Py_XDECREF(value);
+        return -1;
+    }
+    PyObject **slot = (PyObject **)((char *)x + off);
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+#define SETX(c, f, v) set_x((c), offsetof(CoreX, f), (v))
+
+static PyObject *status_obj(Core *c)
+{
+    switch (c->s.c_status) {
+    case ST_PENDING:
+        return st_pending;
+    case ST_RUNNING:
+        return st_running;
+    case ST_COMPLETED:
+        return st_completed;
+    case ST_CANCELLED:
+        return st_cancelled;
+    case ST_FAILED:
+        return st_failed;
+    default:
+        return XF(c, status_obj);
+    }
+}
+
+static void set_status_idx(Core *c, int idx)
+{
+    c->s.c_status = (unsigned char)idx;
+    if (c->s.x != NULL) {
+        Py_CLEAR(CX(c)->status_obj);
+    }
 }
 
 static int check_opt_str(PyObject *v, const char *what)
@@ -277,37 +362,40 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds)
     }
     if (SET(op_id)) {
         Py_INCREF(op_id);
-        Py_XSETREF(c->id, op_id);
+        if (SETX(c, id, op_id) < 0) {
+            return -1;
+        }
     }
     if (SET(name)) {
         Py_INCREF(name);
-        Py_XSETREF(c->name, name);
+        if (SETX(c, name, name) < 0) {
+            return -1;
+        }
     }
     if (SET(metadata)) {
         Py_INCREF(metadata);
-        Py_XSETREF(c->metadata, metadata);
+        if (SETX(c, metadata, metadata) < 0) {
+            return -1;
+        }
     }
-    c->register_globally = reg == Py_True;
+    c->s.c_register_globally = reg == Py_True;
     if (SET(parent)) {
         Core *p = (Core *)parent;
         PyObject *ref = PyWeakref_NewRef(parent, NULL);
-        if (ref == NULL) {
+        if (ref == NULL || SETX(c, parent_ref, ref) < 0) {
             return -1;
         }
-        Py_XSETREF(c->parent_ref, ref);
         PyObject *pid = core_operation_id(p);
-        if (pid == NULL) {
+        if (pid == NULL || SETX(c, parent_id, pid) < 0) {
             return -1;
         }
-        Py_XSETREF(c->parent_id, pid);
-        if (p->children == NULL || p->children == Py_None) {
+        if (!SET(XF(p, children))) {
             PyObject *ws = PyObject_CallNoArgs(WeakSetClass);
-            if (ws == NULL) {
+            if (ws == NULL || SETX(p, children, ws) < 0) {
                 return -1;
             }
-            Py_XSETREF(p->children, ws);
         }
-        PyObject *r = PyObject_CallMethodOneArg(p->children, s_add, (PyObject *)c);
+        PyObject *r = PyObject_CallMethodOneArg(CX(p)->children, s_add, (PyObject *)c);
         if (r == NULL) {
             return -1;
         }
@@ -316,75 +404,68 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+#define CORE_X_FIELDS(F)                                                                           \
+    F(id)                                                                                          \
+    F(name)                                                                                        \
+    F(metadata)                                                                                    \
+    F(ctx)                                                                                         \
+    F(status_obj)                                                                                  \
+    F(cancel_reason)                                                                               \
+    F(cancel_message)                                                                              \
+    F(error)                                                                                       \
+    F(partial_result)                                                                              \
+    F(token)                                                                                       \
+    F(backend)                                                                                     \
+    F(cv_token)                                                                                    \
+    F(sources)                                                                                     \
+    F(shields)                                                                                     \
+    F(external_tokens)                                                                             \
+    F(to_link)                                                                                     \
+    F(linked_to)                                                                                   \
+    F(progress_cbs)                                                                                \
+    F(start_cbs)                                                                                   \
+    F(complete_cbs)                                                                                \
+    F(cancel_cbs)                                                                                  \
+    F(error_cbs)                                                                                   \
+    F(children)                                                                                    \
+    F(parent_ref)                                                                                  \
+    F(parent_id)                                                                                   \
+    F(source_reason)                                                                               \
+    F(hook_reason)                                                                                 \
+    F(source_error)                                                                                \
+    F(timeout_given)
+
 static int Core_traverse(Core *c, visitproc visit, void *arg)
 {
-    Py_VISIT(c->id);
-    Py_VISIT(c->name);
-    Py_VISIT(c->metadata);
-    Py_VISIT(c->ctx);
-    Py_VISIT(c->status);
-    Py_VISIT(c->cancel_reason);
-    Py_VISIT(c->cancel_message);
-    Py_VISIT(c->error);
-    Py_VISIT(c->partial_result);
-    Py_VISIT(c->token);
-    Py_VISIT(c->scope);
-    Py_VISIT(c->backend);
-    Py_VISIT(c->cv_token);
-    Py_VISIT(c->sources);
-    Py_VISIT(c->shields);
-    Py_VISIT(c->external_tokens);
-    Py_VISIT(c->to_link);
-    Py_VISIT(c->linked_to);
-    Py_VISIT(c->progress_cbs);
-    Py_VISIT(c->start_cbs);
-    Py_VISIT(c->complete_cbs);
-    Py_VISIT(c->cancel_cbs);
-    Py_VISIT(c->error_cbs);
-    Py_VISIT(c->children);
-    Py_VISIT(c->parent_ref);
-    Py_VISIT(c->parent_id);
-    Py_VISIT(c->source_reason);
-    Py_VISIT(c->hook_reason);
-    Py_VISIT(c->source_error);
-    Py_VISIT(c->timeout_obj);
-    Py_VISIT(c->executor);
+    if (scope_traverse_fields(&c->s, visit, arg) < 0) {
+        return -1;
+    }
+    if (c->s.c_flags & CF_VARSET) {
+        Py_VISIT(c->u.prev_op);
+    }
+    CoreX *x = CX(c);
+    if (x != NULL) {
+#define VISIT_X(f) Py_VISIT(x->f);
+        CORE_X_FIELDS(VISIT_X)
+#undef VISIT_X
+    }
     return 0;
 }
 
 static int Core_clear(Core *c)
 {
-    Py_CLEAR(c->id);
-    Py_CLEAR(c->name);
-    Py_CLEAR(c->metadata);
-    Py_CLEAR(c->ctx);
-    Py_CLEAR(c->status);
-    Py_CLEAR(c->cancel_reason);
-    Py_CLEAR(c->cancel_message);
-    Py_CLEAR(c->error);
-    Py_CLEAR(c->partial_result);
-    Py_CLEAR(c->token);
-    Py_CLEAR(c->scope);
-    Py_CLEAR(c->backend);
-    Py_CLEAR(c->cv_token);
-    Py_CLEAR(c->sources);
-    Py_CLEAR(c->shields);
-    Py_CLEAR(c->external_tokens);
-    Py_CLEAR(c->to_link);
-    Py_CLEAR(c->linked_to);
-    Py_CLEAR(c->progress_cbs);
-    Py_CLEAR(c->start_cbs);
-    Py_CLEAR(c->complete_cbs);
-    Py_CLEAR(c->cancel_cbs);
-    Py_CLEAR(c->error_cbs);
-    Py_CLEAR(c->children);
-    Py_CLEAR(c->parent_ref);
-    Py_CLEAR(c->parent_id);
-    Py_CLEAR(c->source_reason);
-    Py_CLEAR(c->hook_reason);
-    Py_CLEAR(c->source_error);
-    Py_CLEAR(c->timeout_obj);
-    Py_CLEAR(c->executor);
+    scope_clear_fields(&c->s);
+    if (c->s.c_flags & CF_VARSET) {
+        Py_CLEAR(c->u.prev_op);
+        c->s.c_flags &= ~CF_VARSET;
+        c->u.end_time = NAN;
+    }
+    CoreX *x = CX(c);
+    if (x != NULL) {
+#define CLEAR_X(f) Py_CLEAR(x->f);
+        CORE_X_FIELDS(CLEAR_X)
+#undef CLEAR_X
+    }
     return 0;
 }
 
@@ -392,7 +473,11 @@ static void Core_dealloc(Core *c)
 {
     /* a heap subclass's subtype_dealloc releases the type itself */
     PyObject_GC_UnTrack(c);
+    if (c->s.weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)c);
+    }
     Core_clear(c);
+    scope_dealloc_fields(&c->s); /* weakrefs, the scope's fields, the rare block */
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -514,11 +599,15 @@ static PyObject *Core_with_timeout(PyObject *cls, PyObject *const *args, Py_ssiz
             Core *c = (Core *)obj;
             if (op_id != Py_None) {
                 Py_INCREF(op_id);
-                c->id = op_id;
+                if (SETX(c, id, op_id) < 0) {
+                    Py_CLEAR(obj);
+                }
             }
-            if (name != Py_None) {
+            if (obj != NULL && name != Py_None) {
                 Py_INCREF(name);
-                c->name = name;
+                if (SETX(c, name, name) < 0) {
+                    Py_CLEAR(obj);
+                }
             }
         }
     } else {
@@ -549,8 +638,20 @@ static PyObject *Core_with_timeout(PyObject *cls, PyObject *const *args, Py_ssiz
     }
     Core *c = (Core *)obj;
     c->timeout = seconds;
-    Py_XSETREF(c->timeout_obj, given);
-    c->timeout_name = !SET(c->name);
+    c->s.c_flags |= CF_FAST_TIMEOUT;
+    if (PyLong_Check(given)) {
+        c->s.c_flags |= CF_TIMEOUT_INT;
+        if (!(fabs(seconds) <= 9007199254740992.0)) { /* not exact as a double */
+            Py_INCREF(given);
+            if (SETX(c, timeout_given, given) < 0) {
+                Py_DECREF(given);
+                Py_DECREF(obj);
+                return NULL;
+            }
+        }
+    }
+    Py_DECREF(given);
+    c->s.c_timeout_name = !SET(XF(c, name));
     return obj;
 }
 
@@ -665,17 +766,21 @@ static int fast_mode(PyObject **loop_out)
 
 static int fast_enter_ok(Core *c)
 {
-    if (SET(c->sources) && PyList_Check(c->sources) && PyList_GET_SIZE(c->sources) > 0) {
+    if (c->s.c_register_globally) {
         return 0;
     }
-    if (SET(c->sources) && !PyList_Check(c->sources)) {
+    CoreX *x = CX(c);
+    if (x == NULL) {
+        return 1;
+    }
+    if (SET(x->sources) && (!PyList_Check(x->sources) || PyList_GET_SIZE(x->sources) > 0)) {
         return 0;
     }
-    if (SET(c->parent_ref) || c->register_globally || SET(c->ctx)) {
+    if (SET(x->parent_ref) || SET(x->ctx)) {
         return 0;
     }
 #define NONEMPTY(l) (SET(l) && (!PyList_Check(l) || PyList_GET_SIZE(l) > 0))
-    if (NONEMPTY(c->external_tokens) || NONEMPTY(c->to_link) || NONEMPTY(c->start_cbs)) {
+    if (NONEMPTY(x->external_tokens) || NONEMPTY(x->to_link) || NONEMPTY(x->start_cbs)) {
         return 0;
     }
     return 1;
@@ -683,9 +788,33 @@ static int fast_enter_ok(Core *c)
 
 static int fast_exit_ok(Core *c)
 {
-    return c->fast && !SET(c->ctx) && !NONEMPTY(c->complete_cbs) && !NONEMPTY(c->cancel_cbs) &&
-           !NONEMPTY(c->error_cbs) && !NONEMPTY(c->shields) && !SET(c->source_error) &&
-           !NONEMPTY(c->sources);
+    if (!c_fast(c)) {
+        return 0;
+    }
+    CoreX *x = CX(c);
+    return x == NULL || (!SET(x->ctx) && !NONEMPTY(x->complete_cbs) && !NONEMPTY(x->cancel_cbs) &&
+                         !NONEMPTY(x->error_cbs) && !NONEMPTY(x->shields) &&
+                         !SET(x->source_error) && !NONEMPTY(x->sources));
+}
+
+/* The fast timeout in seconds (INFINITY: none). */
+static double core_timeout(Core *c)
+{
+    return (c->s.c_flags & CF_FAST_TIMEOUT) ? c->timeout : INFINITY;
+}
+
+/* New reference: the with_timeout timeout as it was given (an int or a float). */
+static PyObject *timeout_object(Core *c)
+{
+    PyObject *given = XF(c, timeout_given);
+    if (given != NULL) {
+        Py_INCREF(given);
+        return given;
+    }
+    if (c->s.c_flags & CF_TIMEOUT_INT) {
+        return PyLong_FromDouble(c->timeout);
+    }
+    return PyFloat_FromDouble(c->timeout);
 }
 
 static int add_token_hook(Core *c)
@@ -694,7 +823,8 @@ static int add_token_hook(Core *c)
     if (fn == NULL) {
         return -1;
     }
-    PyObject *h = token_add_hook_c(c->token, fn, SET(c->executor) ? c->executor : NULL);
+    PyObject *ex = c_fast(c) == 2 ? TRIO_EXECUTOR(c) : NULL;
+    PyObject *h = token_add_hook_c(CX(c)->token, fn, ex);
     Py_DECREF(fn);
     if (h == NULL) {
         return -1;
@@ -704,8 +834,19 @@ static int add_token_hook(Core *c)
     if (handle == -1 && PyErr_Occurred()) {
         return -1;
     }
-    c->hook = handle;
+    CX(c)->hook = handle;
     return 0;
+}
+
+static void remove_token_hook(Core *c)
+{
+    CoreX *x = CX(c);
+    if (x != NULL && x->hook > 0) {
+        if (SET(x->token)) {
+            token_remove_hook_c(x->token, x->hook);
+        }
+        x->hook = 0;
+    }
 }
 
 static PyObject *get_sources(Core *c, void *Py_UNUSED(x));
@@ -713,88 +854,514 @@ static PyObject *get_sources(Core *c, void *Py_UNUSED(x));
 /* The Python enter (any backend, every feature); the fast timeout becomes a source. */
 static PyObject *enter_slow(Core *c)
 {
-    if (c->timeout != INFINITY) {
+    if (c->s.c_flags & CF_FAST_TIMEOUT) {
         PyObject *l = get_sources(c, NULL);
         if (l == NULL) {
             return NULL;
         }
         Py_DECREF(l);
     }
-    c->entered = 1;
+    c_entered(c) = 1;
     return PyObject_CallMethodNoArgs((PyObject *)c, s_aenter_slow);
+}
+
+/* Make c the current operation; the previous value is kept in prev_op. `keep_token`: keep the
+ * contextvars.Token (reset at exit, cheaper) rather than the previous value (smaller). */
+static int set_current(Core *c, int keep_token)
+{
+    PyObject *prev = NULL;
+    if (!keep_token && PyContextVar_Get(current_operation_var, NULL, &prev) < 0) {
+        return -1;
+    }
+    PyObject *tok = PyContextVar_Set(current_operation_var, (PyObject *)c);
+    if (tok == NULL) {
+        Py_XDECREF(prev);
+        return -1;
+    }
+    if (keep_token) {
+        prev = tok;
+        c->s.c_flags |= CF_VAR_TOKEN;
+    } else {
+        Py_DECREF(tok);
+        c->s.c_flags &= ~CF_VAR_TOKEN;
+    }
+    if (c->s.c_flags & CF_VARSET) {
+        Py_XSETREF(c->u.prev_op, prev);
+    } else {
+        c->u.prev_op = prev; /* replaces the (unset) end time */
+        c->s.c_flags |= CF_VARSET;
+    }
+    return 0;
+}
+
+/* Undo set_current (never raises). */
+static void restore_current(Core *c)
+{
+    if (!(c->s.c_flags & CF_VARSET)) {
+        return;
+    }
+    PyObject *prev = c->u.prev_op;
+    c->s.c_flags &= ~CF_VARSET;
+    c->u.end_time = NAN;
+    if (c->s.c_flags & CF_END_IN_X) {
+        c->u.end_time = CX(c)->end_time;
+        c->s.c_flags &= ~CF_END_IN_X;
+    }
+    int ok = 0;
+    if (prev != NULL && (c->s.c_flags & CF_VAR_TOKEN)) {
+        ok = PyContextVar_Reset(current_operation_var, prev) == 0;
+    } else if (prev != NULL) {
+        PyObject *t = PyContextVar_Set(current_operation_var, prev);
+        ok = t != NULL;
+        Py_XDECREF(t);
+    }
+    if (!ok) {
+        PyErr_Clear();
+        PyObject *t = PyContextVar_Set(current_operation_var, Py_None);
+        if (t == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(t);
+    }
+    Py_XDECREF(prev);
+}
+
+/* trio: the clock of the current run, when it is trio's SystemClock: deadline = offset +
+ * perf_counter(), computed here instead of by trio.current_time() (two Python calls). What
+ * a run gives (its TrioToken, its clock offset) is cached for the last run seen, keyed by a
+ * weak reference to the run's Runner. */
+static PyObject *trio_run_ctx, *trio_system_clock, *perf_counter_fn;
+static PyObject *s_runner, *s_clock, *s_offset, *s_trio_token, *kw_deadline;
+static int trio_clock_state; /* 0 unknown, 1 usable, -1 not */
+static PyObject *run_ref;    /* weakref to the Runner the cache below belongs to */
+static PyObject *run_token;  /* its TrioToken (strong), or NULL */
+static double run_offset;    /* its SystemClock offset, NAN when the clock is another one */
+static PyObject *run_dl;     /* its TrioDeadlines (strong), Py_None: unavailable, NULL: none yet */
+static PyObject *trio_dl_start, *trio_run_state; /* from _set_classes (optional) */
+
+/* ------------------------------------------------------------------------- */
+/* TrioDeadlines: the deadlines of with_timeout operations of one trio run.
+ *
+ * Giving trio.CancelScope a deadline costs it about 1 us per block (its deadline registry
+ * runs Python code at enter and at exit). Instead, the fast path enters a scope without a
+ * deadline and keeps the deadline here: a heap of the operations (their embedded scope's
+ * node; one strong reference per entry), served by one system task per run
+ * (core/cancellable.py: _trio_deadline_service) that sleeps in a scope whose deadline is the
+ * earliest one and cancels the operations whose deadline passed. Adding a later deadline
+ * or removing one is a heap operation in C; only an earlier deadline moves the service's
+ * scope deadline (a trio call). */
+typedef struct {
+    PyObject_HEAD cc_heap heap;
+    PyObject *waker; /* the service's current trio.CancelScope, or NULL */
+    double armed;    /* the waker's deadline (INFINITY: none) */
+    int closed;
+} TrioDeadlines;
+
+static PyTypeObject TrioDeadlines_Type;
+static PyObject *trio_run_info(double *deadline);
+
+static void dl_drain(TrioDeadlines *d)
+{
+    cc_heap_node *n;
+    while ((n = cc_heap_pop(&d->heap)) != NULL) {
+        Scope *sc = (Scope *)((char *)n - offsetof(Scope, node));
+        sc->c_flags &= ~CF_TRIO_DL;
+        Py_DECREF(sc);
+    }
+}
+
+static void dl_dealloc(TrioDeadlines *d)
+{
+    PyObject_GC_UnTrack(d);
+    dl_drain(d);
+    cc_heap_free(&d->heap);
+    Py_CLEAR(d->waker);
+    PyObject_GC_Del(d);
+}
+
+static int dl_traverse(TrioDeadlines *d, visitproc visit, void *arg)
+{
+    Py_VISIT(d->waker);
+    return 0;
+}
+
+static int dl_clear(TrioDeadlines *d)
+{
+    Py_CLEAR(d->waker);
+    return 0;
+}
+
+static PyObject *dl_next(TrioDeadlines *d, PyObject *Py_UNUSED(a))
+{
+    cc_heap_node *n = cc_heap_peek(&d->heap);
+    return PyFloat_FromDouble(n != NULL ? n->deadline : INFINITY);
+}
+
+static PyObject *dl_set_waker(TrioDeadlines *d, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_waker(scope, deadline)");
+        return NULL;
+    }
+    double when = PyFloat_AsDouble(args[1]);
+    if (when == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *w = args[0] == Py_None ? NULL : args[0];
+    Py_XINCREF(w);
+    Py_XSETREF(d->waker, w);
+    d->armed = w != NULL ? when : INFINITY;
+    Py_RETURN_NONE;
+}
+
+/* Cancel the operations whose deadline is <= now (trio time). Never raises. */
+static PyObject *dl_fire(TrioDeadlines *d, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    cc_heap_node *n;
+    while ((n = cc_heap_peek(&d->heap)) != NULL && n->deadline <= now) {
+        cc_heap_pop(&d->heap);
+        Core *c = (Core *)((char *)n - offsetof(Scope, node));
+        c->s.c_flags &= ~CF_TRIO_DL;
+        if (c->s.c_entered && (c->s.c_flags & CF_VARSET) && BSCOPE(c) != NULL) {
+            c->s.c_flags |= CF_TIMED_OUT;
+            PyObject *r = PyObject_CallMethodNoArgs(BSCOPE(c), G.s_cancel);
+            if (r == NULL) {
+                engine_report_error("hother.cancelable: cancelling a trio scope at its deadline");
+            }
+            Py_XDECREF(r);
+        }
+        Py_DECREF(c);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *dl_close(TrioDeadlines *d, PyObject *Py_UNUSED(a))
+{
+    d->closed = 1;
+    Py_CLEAR(d->waker);
+    d->armed = INFINITY;
+    dl_drain(d);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dl_len(TrioDeadlines *d, PyObject *Py_UNUSED(a))
+{
+    return PyLong_FromSize_t(cc_heap_len(&d->heap));
+}
+
+static PyMethodDef dl_methods[] = {
+    {"_next", (PyCFunction)dl_next, METH_NOARGS, "The earliest deadline (math.inf: none)."},
+    {"_set_waker", (PyCFunction)(void (*)(void))dl_set_waker, METH_FASTCALL,
+     "_set_waker(scope, deadline): the service's scope (None: not sleeping)."},
+    {"_fire", (PyCFunction)dl_fire, METH_O, "_fire(now): cancel what is due."},
+    {"_close", (PyCFunction)dl_close, METH_NOARGS, "Release every entry (end of the run)."},
+    {"_len", (PyCFunction)dl_len, METH_NOARGS, "Number of pending deadlines."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TrioDeadlines_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.TrioDeadlines",
+    .tp_basicsize = sizeof(TrioDeadlines),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The with_timeout deadlines of one trio run (served by one system task).",
+    .tp_dealloc = (destructor)dl_dealloc,
+    .tp_traverse = (traverseproc)dl_traverse,
+    .tp_clear = (inquiry)dl_clear,
+    .tp_methods = dl_methods,
+};
+
+/* The TrioDeadlines of the cached run (borrowed), started on first use; NULL when the run
+ * cannot have one (no service: the caller gives trio the deadline itself). Never raises. */
+static TrioDeadlines *trio_run_deadlines(void)
+{
+    if (run_dl == Py_None) {
+        return NULL;
+    }
+    if (run_dl != NULL) {
+        TrioDeadlines *d = (TrioDeadlines *)run_dl;
+        return d->closed ? NULL : d;
+    }
+    PyObject *runner = run_ref != NULL ? PyWeakref_GET_OBJECT(run_ref) : Py_None;
+    if (trio_dl_start == NULL || runner == Py_None) {
+        Py_INCREF(Py_None);
+        run_dl = Py_None;
+        return NULL;
+    }
+    TrioDeadlines *d = PyObject_GC_New(TrioDeadlines, &TrioDeadlines_Type);
+    if (d == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    cc_heap_init(&d->heap);
+    d->waker = NULL;
+    d->armed = INFINITY;
+    d->closed = 0;
+    PyObject_GC_Track(d);
+    Py_INCREF(runner);
+    PyObject *r = PyObject_CallFunctionObjArgs(trio_dl_start, (PyObject *)d, runner, NULL);
+    Py_DECREF(runner);
+    if (r == NULL) {
+        /* no system task for this run (it is ending, say): trio keeps the deadlines */
+        engine_report_error("hother.cancelable: starting the trio deadline service");
+        Py_DECREF(d);
+        Py_INCREF(Py_None);
+        run_dl = Py_None;
+        return NULL;
+    }
+    Py_DECREF(r);
+    run_dl = (PyObject *)d;
+    return d;
+}
+
+/* Put c's deadline in d (a strong reference); move the service's wake-up earlier if needed.
+ * 0, or -1 with an exception (c not added). */
+static int dl_push(TrioDeadlines *d, Core *c, double deadline)
+{
+    if (cc_heap_push(&d->heap, &c->s.node, deadline) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(c);
+    c->s.c_flags |= CF_TRIO_DL;
+    if (deadline < d->armed && d->waker != NULL) {
+        PyObject *when = PyFloat_FromDouble(deadline);
+        int rc = when != NULL ? PyObject_SetAttr(d->waker, s_deadline, when) : -1;
+        Py_XDECREF(when);
+        if (rc < 0) {
+            cc_heap_remove(&d->heap, &c->s.node);
+            c->s.c_flags &= ~CF_TRIO_DL;
+            Py_DECREF(c);
+            return -1;
+        }
+        d->armed = deadline;
+    }
+    return 0;
+}
+
+/* Take c's deadline out of the run's heap (at exit). Never raises. */
+static void dl_remove(Core *c)
+{
+    if (!(c->s.c_flags & CF_TRIO_DL)) {
+        return;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (run_dl != NULL && run_dl != Py_None) {
+            /* a no-op unless the node is in this very heap */
+            cc_heap_remove(&((TrioDeadlines *)run_dl)->heap, &c->s.node);
+            if (!cc_heap_contains(&c->s.node)) {
+                c->s.c_flags &= ~CF_TRIO_DL;
+                Py_DECREF(c); /* the caller holds c */
+                return;
+            }
+        }
+        if (attempt == 0) {
+            double unused = INFINITY;
+            PyObject *tok = trio_run_info(&unused); /* the cache was another run's: refresh */
+            Py_XDECREF(tok);
+        }
+    }
+    /* not in the current run's heap (a block left in another run cannot happen): the entry
+     * goes when its deadline fires or when its run ends */
+}
+
+static int trio_clock_init(void)
+{
+    trio_clock_state = -1;
+    PyObject *run = PyImport_ImportModule("trio._core._run");
+    PyObject *time_mod = run != NULL ? PyImport_ImportModule("time") : NULL;
+    if (time_mod != NULL) {
+        trio_run_ctx = PyObject_GetAttrString(run, "GLOBAL_RUN_CONTEXT");
+        trio_system_clock = PyObject_GetAttrString(run, "SystemClock");
+        perf_counter_fn = PyObject_GetAttrString(time_mod, "perf_counter");
+    }
+    Py_XDECREF(run);
+    Py_XDECREF(time_mod);
+    s_runner = PyUnicode_InternFromString("runner");
+    s_clock = PyUnicode_InternFromString("clock");
+    s_offset = PyUnicode_InternFromString("offset");
+    s_trio_token = PyUnicode_InternFromString("trio_token");
+    kw_deadline = Py_BuildValue("(s)", "deadline");
+    if (trio_run_ctx != NULL && trio_system_clock != NULL && perf_counter_fn != NULL &&
+        s_runner != NULL && s_clock != NULL && s_offset != NULL && s_trio_token != NULL &&
+        kw_deadline != NULL) {
+        trio_clock_state = 1;
+    }
+    PyErr_Clear();
+    return trio_clock_state;
+}
+
+/* Fill the cache from `runner` (errors cleared: a field that cannot be read is not cached). */
+static void trio_run_cache(PyObject *runner)
+{
+    PyObject *ref = PyWeakref_NewRef(runner, NULL);
+    if (ref == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyObject *tok = PyObject_GetAttr(runner, s_trio_token);
+    if (tok == Py_None) {
+        Py_CLEAR(tok); /* created on first request: not cached until then */
+    }
+    double offset = NAN;
+    PyObject *clock = PyObject_GetAttr(runner, s_clock);
+    if (clock != NULL && (PyObject *)Py_TYPE(clock) == trio_system_clock) {
+        PyObject *off = PyObject_GetAttr(clock, s_offset);
+        if (off != NULL && PyFloat_CheckExact(off)) {
+            offset = PyFloat_AS_DOUBLE(off);
+        }
+        Py_XDECREF(off);
+    }
+    Py_XDECREF(clock);
+    PyErr_Clear();
+    PyObject *dl = NULL;
+    if (trio_run_state != NULL) {
+        dl = PyObject_CallMethod(trio_run_state, "get", "O", runner);
+        if (dl == NULL || !PyObject_TypeCheck(dl, &TrioDeadlines_Type)) {
+            PyErr_Clear();
+            Py_XDECREF(dl);
+            dl = NULL;
+        }
+    }
+    Py_XSETREF(run_ref, ref);
+    Py_XSETREF(run_token, tok);
+    Py_XSETREF(run_dl, dl);
+    run_offset = offset;
+}
+
+/* perf_counter(): CLOCK_MONOTONIC on Linux (what CPython reads), else the function. */
+static double perf_counter_now(void)
+{
+#ifdef __linux__
+    return cc_now_monotonic();
+#else
+    PyObject *now = PyObject_CallNoArgs(perf_counter_fn);
+    double d = now != NULL && PyFloat_CheckExact(now) ? PyFloat_AS_DOUBLE(now) : NAN;
+    Py_XDECREF(now);
+    PyErr_Clear();
+    return d;
+#endif
+}
+
+/* New reference to the run's TrioToken, or NULL (no error) when it cannot be read fast;
+ * *deadline (in/out): relative seconds in, absolute deadline out (NAN: compute it the
+ * public way). */
+static PyObject *trio_run_info(double *deadline)
+{
+    double rel = *deadline;
+    *deadline = NAN;
+    if (trio_clock_state == 0 && trio_clock_init() < 0) {
+        return NULL;
+    }
+    if (trio_clock_state < 0) {
+        return NULL;
+    }
+    PyObject *runner = PyObject_GetAttr(trio_run_ctx, s_runner);
+    if (runner == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (run_ref == NULL || PyWeakref_GET_OBJECT(run_ref) != runner || run_token == NULL) {
+        trio_run_cache(runner);
+    }
+    Py_DECREF(runner);
+    if (run_ref == NULL) {
+        return NULL;
+    }
+    if (rel != INFINITY && !isnan(rel) && !isnan(run_offset)) {
+        *deadline = run_offset + perf_counter_now() + rel;
+    }
+    Py_XINCREF(run_token);
+    return run_token;
 }
 
 /* The trio fast path: a trio.CancelScope entered directly (no anyio in between). */
 static PyObject *enter_trio(Core *c)
 {
-    if (!SET(c->backend)) {
-        if (anyio_backend == NULL) {
-            anyio_backend = PyObject_CallNoArgs(anyio_backend_fn);
-            if (anyio_backend == NULL) {
-                return NULL;
-            }
-        }
-        Py_INCREF(anyio_backend);
-        Py_XSETREF(c->backend, anyio_backend);
-    }
-    PyObject *scope;
-    if (c->timeout != INFINITY) {
-        PyObject *t = PyFloat_FromDouble(c->timeout);
-        if (t == NULL) {
+    double timeout = core_timeout(c);
+    double deadline = timeout;
+    PyObject *ex = trio_run_info(&deadline);
+    if (ex == NULL) {
+        ex = engine_capture_executor();
+        if (ex == NULL) {
             return NULL;
         }
-        scope = PyObject_Vectorcall(trio_scope_cls, &t, 0, kw_relative_deadline);
-        Py_DECREF(t);
+    }
+    TrioDeadlines *dl = NULL;
+    if (!isnan(deadline) && timeout != INFINITY) {
+        dl = trio_run_deadlines();
+    }
+    PyObject *scope;
+    if (dl != NULL) {
+        scope = PyObject_CallNoArgs(trio_scope_cls); /* the deadline is kept by dl */
+    } else if (!isnan(deadline)) {
+        PyObject *d = PyFloat_FromDouble(deadline);
+        scope = d != NULL ? PyObject_Vectorcall(trio_scope_cls, &d, 0, kw_deadline) : NULL;
+        Py_XDECREF(d);
+    } else if (timeout != INFINITY) {
+        PyObject *t = PyFloat_FromDouble(timeout);
+        scope = t != NULL ? PyObject_Vectorcall(trio_scope_cls, &t, 0, kw_relative_deadline) : NULL;
+        Py_XDECREF(t);
     } else {
         scope = PyObject_CallNoArgs(trio_scope_cls);
     }
     if (scope == NULL) {
+        Py_DECREF(ex);
         return NULL;
     }
     PyObject *r = PyObject_CallMethodNoArgs(scope, s_enter);
     if (r == NULL) {
+        Py_DECREF(ex);
         Py_DECREF(scope);
         return NULL;
     }
     Py_DECREF(r);
-    c->entered = 1;
-    c->fast = 2;
-    Py_XSETREF(c->scope, scope);
+    c_entered(c) = 1;
+    c_fast(c) = 2;
+    Py_XSETREF(BSCOPE(c), scope);
     /* the run's TrioToken: a token created later from another thread must still cancel
      * this scope in the trio thread */
-    PyObject *ex = engine_capture_executor();
-    if (ex == NULL) {
-        goto undo;
-    }
-    Py_XSETREF(c->executor, ex);
-    if (SET(c->token)) {
+    PyObject *old = TRIO_EXECUTOR(c);
+    c->s.hnode.key = ex;
+    Py_XDECREF(old);
+    if (SET(XF(c, token))) {
         if (add_token_hook(c) < 0) {
             goto undo;
         }
     }
-    Py_INCREF(st_running);
-    Py_XSETREF(c->status, st_running);
+    if (dl != NULL) {
+        if (deadline <= run_offset + perf_counter_now()) {
+            /* already expired: cancelled at once, as trio's own __enter__ does */
+            c->s.c_flags |= CF_TIMED_OUT;
+            PyObject *cr = PyObject_CallMethodNoArgs(scope, G.s_cancel);
+            if (cr == NULL) {
+                goto undo;
+            }
+            Py_DECREF(cr);
+        } else if (dl_push(dl, c, deadline) < 0) {
+            goto undo;
+        }
+    }
+    c->s.c_status = ST_RUNNING;
     c->start_time = cc_now_realtime();
-    PyObject *tok = PyContextVar_Set(current_operation_var, (PyObject *)c);
-    if (tok == NULL) {
+    if (set_current(c, 1) < 0) {
         goto undo;
     }
-    Py_XSETREF(c->cv_token, tok);
     return immediate_new((PyObject *)c);
 undo : {
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
-    if (c->hook > 0) {
-        token_remove_hook_c(c->token, c->hook);
-        c->hook = 0;
-    }
-    PyObject *res = PyObject_CallMethodObjArgs(c->scope, s_exit, Py_None, Py_None, Py_None, NULL);
+    dl_remove(c);
+    remove_token_hook(c);
+    PyObject *res = PyObject_CallMethodObjArgs(BSCOPE(c), s_exit, Py_None, Py_None, Py_None, NULL);
     if (res == NULL) {
         PyErr_Clear();
     }
     Py_XDECREF(res);
-    Py_INCREF(st_failed);
-    Py_XSETREF(c->status, st_failed);
+    set_status_idx(c, ST_FAILED);
     PyErr_Restore(et, ev, etb);
     return NULL;
 }
@@ -805,7 +1372,7 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
     if (!ready()) {
         return NULL;
     }
-    if (c->entered) {
+    if (c_entered(c)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this Cancellable was already entered: a Cancellable runs one block only; "
                         "create a new one for each operation");
@@ -829,46 +1396,27 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
         PyErr_Clear();
         return enter_slow(c);
     }
-    PyObject *backend = NULL;
-    if (!SET(c->backend)) {
+    if (asyncio_backend == NULL) {
+        asyncio_backend = PyObject_CallNoArgs(asyncio_backend_fn);
         if (asyncio_backend == NULL) {
-            asyncio_backend = PyObject_CallNoArgs(asyncio_backend_fn);
-            if (asyncio_backend == NULL) {
-                goto fail_early;
-            }
+            goto fail_early;
         }
-        backend = asyncio_backend;
-        Py_INCREF(backend);
     }
-    PyObject *scope = scope_create(0);
-    if (scope == NULL) {
-        Py_XDECREF(backend);
+    if (scope_enter_c((PyObject *)c, loop, task, core_timeout(c)) < 0) {
         goto fail_early;
     }
-    if (scope_enter_c(scope, loop, task, c->timeout) < 0) {
-        Py_DECREF(scope);
-        Py_XDECREF(backend);
-        goto fail_early;
-    }
-    c->entered = 1;
-    c->fast = 1;
-    Py_XSETREF(c->scope, scope);
-    if (backend != NULL) {
-        Py_XSETREF(c->backend, backend);
-    }
-    if (SET(c->token)) {
+    c_entered(c) = 1;
+    c_fast(c) = 1;
+    if (SET(XF(c, token))) {
         if (add_token_hook(c) < 0) {
             goto fail_entered;
         }
     }
-    Py_INCREF(st_running);
-    Py_XSETREF(c->status, st_running);
+    c->s.c_status = ST_RUNNING;
     c->start_time = cc_now_realtime();
-    PyObject *tok = PyContextVar_Set(current_operation_var, (PyObject *)c);
-    if (tok == NULL) {
+    if (set_current(c, 0) < 0) {
         goto fail_entered;
     }
-    Py_XSETREF(c->cv_token, tok);
     Py_DECREF(task);
     Py_DECREF(loop);
     return immediate_new((PyObject *)c);
@@ -877,15 +1425,11 @@ fail_entered : {
     /* undo: exit the scope we entered */
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
-    if (c->hook > 0) {
-        token_remove_hook_c(c->token, c->hook);
-        c->hook = 0;
-    }
-    if (scope_exit_c(c->scope, loop, task, Py_None) < 0) {
+    remove_token_hook(c);
+    if (scope_exit_c((PyObject *)c, loop, task, Py_None) < 0) {
         PyErr_Clear();
     }
-    Py_INCREF(st_failed);
-    Py_XSETREF(c->status, st_failed);
+    set_status_idx(c, ST_FAILED);
     PyErr_Restore(et, ev, etb);
     Py_DECREF(task);
     Py_DECREF(loop);
@@ -900,10 +1444,11 @@ fail_early:
 static int set_reason(Core *c, PyObject *reason, PyObject *message)
 {
     Py_INCREF(reason);
-    Py_XSETREF(c->cancel_reason, reason);
+    if (SETX(c, cancel_reason, reason) < 0) {
+        return -1;
+    }
     Py_INCREF(message);
-    Py_XSETREF(c->cancel_message, message);
-    return 0;
+    return SETX(c, cancel_message, message);
 }
 
 /* cancel_called of a trio scope, and whether its deadline has passed (trio.current_time()). */
@@ -938,7 +1483,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *exc = args[1];
-    if (!c->entered || !SET(c->scope)) {
+    if (!c_entered(c) || (c_fast(c) != 1 && !SET(BSCOPE(c)))) {
         PyErr_SetString(
             PyExc_RuntimeError,
             "this Cancellable is not running: __aexit__ without a successful __aenter__");
@@ -956,13 +1501,16 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     }
     int rc;
     PyObject *cancel_cls;
-    if (c->fast == 2) {
+    if (c_fast(c) == 2) {
         PyObject *r = PyObject_VectorcallMethod(
-            s_exit, (PyObject *[]){c->scope, args[0], args[1], args[2]}, 4, NULL);
+            s_exit, (PyObject *[]){BSCOPE(c), args[0], args[1], args[2]}, 4, NULL);
         rc = r == NULL ? -1 : 0;
         Py_XDECREF(r);
         cancel_cls = trio_cancelled;
-        Py_CLEAR(c->executor);
+        dl_remove(c);
+        PyObject *ex = TRIO_EXECUTOR(c);
+        c->s.hnode.key = NULL;
+        Py_XDECREF(ex);
     } else {
         PyObject *loop = engine_running_loop();
         int closing =
@@ -974,7 +1522,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
             /* the coroutine is closed outside its loop: let GeneratorExit through */
-            rc = scope_detach_c(c->scope);
+            rc = scope_detach_c((PyObject *)c);
         } else {
             PyObject *task = engine_current_task(loop);
             if (task == NULL) {
@@ -982,9 +1530,9 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
             if (closing && task == Py_None) {
-                rc = scope_detach_c(c->scope);
+                rc = scope_detach_c((PyObject *)c);
             } else {
-                rc = scope_exit_c(c->scope, loop, task, exc);
+                rc = scope_exit_c((PyObject *)c, loop, task, exc);
             }
             Py_DECREF(task);
             Py_DECREF(loop);
@@ -996,21 +1544,22 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Fetch(&scope_err_t, &scope_err_v, &scope_err_tb);
     }
     /* outcome */
-    PyObject *status;
+    int status;
+    PyObject *source_reason = XF(c, source_reason), *hook_reason = XF(c, hook_reason);
+    PyObject *token = XF(c, token);
     if (exc == Py_None) {
-        status = st_completed;
+        status = ST_COMPLETED;
     } else if (PyObject_TypeCheck(exc, (PyTypeObject *)cancel_cls)) {
-        status = st_cancelled;
-        if (SET(c->source_reason) && PyTuple_Check(c->source_reason) &&
-            PyTuple_GET_SIZE(c->source_reason) == 2) {
-            set_reason(c, PyTuple_GET_ITEM(c->source_reason, 0),
-                       PyTuple_GET_ITEM(c->source_reason, 1));
-        } else if (SET(c->hook_reason) && PyTuple_Check(c->hook_reason) &&
-                   PyTuple_GET_SIZE(c->hook_reason) == 2) {
-            set_reason(c, PyTuple_GET_ITEM(c->hook_reason, 0), PyTuple_GET_ITEM(c->hook_reason, 1));
-        } else if (SET(c->token) && token_is_cancelled(c->token)) {
-            PyObject *r = PyObject_GetAttrString(c->token, "reason");
-            PyObject *m = r != NULL ? PyObject_GetAttrString(c->token, "message") : NULL;
+        status = ST_CANCELLED;
+        if (SET(source_reason) && PyTuple_Check(source_reason) &&
+            PyTuple_GET_SIZE(source_reason) == 2) {
+            set_reason(c, PyTuple_GET_ITEM(source_reason, 0), PyTuple_GET_ITEM(source_reason, 1));
+        } else if (SET(hook_reason) && PyTuple_Check(hook_reason) &&
+                   PyTuple_GET_SIZE(hook_reason) == 2) {
+            set_reason(c, PyTuple_GET_ITEM(hook_reason, 0), PyTuple_GET_ITEM(hook_reason, 1));
+        } else if (SET(token) && token_is_cancelled(token)) {
+            PyObject *r = PyObject_GetAttrString(token, "reason");
+            PyObject *m = r != NULL ? PyObject_GetAttrString(token, "message") : NULL;
             if (r == NULL || m == NULL) {
                 Py_XDECREF(r);
                 engine_report_error("hother.cancelable: reading a token's reason");
@@ -1022,10 +1571,12 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
             }
         } else {
             int called = 0, reached = 0;
-            if (c->fast == 2) {
-                trio_scope_flags(c->scope, &called, &reached);
+            if (c->s.c_flags & CF_TIMED_OUT) {
+                called = reached = 1;
+            } else if (c_fast(c) == 2) {
+                trio_scope_flags(BSCOPE(c), &called, &reached);
             } else {
-                scope_flags(c->scope, &called, &reached);
+                scope_flags((PyObject *)c, &called, &reached);
             }
             if (called && reached) {
                 set_reason(c, rs_timeout, timeout_text);
@@ -1035,36 +1586,25 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         }
     } else if (PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_GeneratorExit)) {
         /* an async generator closed by its consumer: stopped early, not failed */
-        status = st_cancelled;
+        status = ST_CANCELLED;
         set_reason(c, rs_manual, closed_text);
     } else {
-        status = st_failed;
+        status = ST_FAILED;
         PyObject *text = PyObject_Str(exc);
         if (text == NULL) {
             PyErr_Clear();
             text = PyUnicode_FromString("<unprintable exception>");
         }
-        Py_XSETREF(c->error, text);
-    }
-    Py_INCREF(status);
-    Py_XSETREF(c->status, status);
-    c->end_time = cc_now_realtime();
-    /* cleanup */
-    if (c->hook > 0 && SET(c->token)) {
-        token_remove_hook_c(c->token, c->hook);
-    }
-    c->hook = 0;
-    if (SET(c->cv_token)) {
-        if (PyContextVar_Reset(current_operation_var, c->cv_token) < 0) {
+        if (text != NULL && SETX(c, error, text) < 0) {
             PyErr_Clear();
-            PyObject *t = PyContextVar_Set(current_operation_var, Py_None);
-            if (t == NULL) {
-                PyErr_Clear();
-            }
-            Py_XDECREF(t);
         }
-        Py_CLEAR(c->cv_token);
     }
+    PyErr_Clear(); /* a failed (out of memory) reason or error text does not stop the exit */
+    set_status_idx(c, status);
+    /* cleanup */
+    remove_token_hook(c);
+    restore_current(c);
+    c->u.end_time = cc_now_realtime();
     if (debug_enabled_fn != NULL) {
         /* logging guarded in C: Logger._cache answers without a call once warm
          * (the logging module clears it whenever a level changes) */
@@ -1101,9 +1641,177 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     return immediate_new(Py_False);
 }
 
-/* --- lazy attributes --- */
-static PyObject *lazy_list(PyObject **slot)
+/* --- __aexit__: a light bound method ---
+ * `async with` keeps the bound __aexit__ for the whole block, so its size is part of every
+ * live operation: a builtin method object is 72 bytes. __aexit__ is instead a descriptor
+ * whose binding is a 40-byte object (the operation and a GC header), recycled through a
+ * small free list; calling it runs Core_aexit. */
+typedef struct {
+    PyObject_HEAD Core *self;
+} BoundAexit;
+
+static PyTypeObject BoundAexit_Type;
+#define BAX_FREELIST 64
+static BoundAexit *bax_free[BAX_FREELIST];
+static int bax_nfree;
+
+static PyObject *bax_new(Core *self)
 {
+    BoundAexit *b;
+    if (bax_nfree > 0) {
+        b = bax_free[--bax_nfree];
+        _Py_NewReference((PyObject *)b);
+    } else {
+        b = PyObject_GC_New(BoundAexit, &BoundAexit_Type);
+        if (b == NULL) {
+            return NULL;
+        }
+    }
+    Py_INCREF(self);
+    b->self = self;
+    PyObject_GC_Track(b);
+    return (PyObject *)b;
+}
+
+static void bax_dealloc(BoundAexit *b)
+{
+    PyObject_GC_UnTrack(b);
+    Py_CLEAR(b->self);
+    if (bax_nfree < BAX_FREELIST) {
+        bax_free[bax_nfree++] = b;
+        return;
+    }
+    PyObject_GC_Del(b);
+}
+
+static int bax_traverse(BoundAexit *b, visitproc visit, void *arg)
+{
+    Py_VISIT(b->self);
+    return 0;
+}
+
+static int bax_clear(BoundAexit *b)
+{
+    Py_CLEAR(b->self);
+    return 0;
+}
+
+static PyObject *bax_call(BoundAexit *b, PyObject *args, PyObject *kwds)
+{
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "__aexit__ takes no keyword arguments");
+        return NULL;
+    }
+    if (b->self == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "__aexit__ of a released operation");
+        return NULL;
+    }
+    return Core_aexit(b->self, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
+}
+
+static PyObject *bax_repr(BoundAexit *b)
+{
+    return PyUnicode_FromFormat("<bound method __aexit__ of %R>", (PyObject *)b->self);
+}
+
+static PyObject *bax_get_self(BoundAexit *b, void *Py_UNUSED(x))
+{
+    PyObject *s = b->self != NULL ? (PyObject *)b->self : Py_None;
+    Py_INCREF(s);
+    return s;
+}
+
+static PyGetSetDef bax_getset[] = {
+    {"__self__", (getter)bax_get_self, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject BoundAexit_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.BoundAexit",
+    .tp_basicsize = sizeof(BoundAexit),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Cancellable.__aexit__ bound to an operation.",
+    .tp_dealloc = (destructor)bax_dealloc,
+    .tp_traverse = (traverseproc)bax_traverse,
+    .tp_clear = (inquiry)bax_clear,
+    .tp_call = (ternaryfunc)bax_call,
+    .tp_repr = (reprfunc)bax_repr,
+    .tp_getset = bax_getset,
+};
+
+/* The descriptor stored as CancellableCore.__aexit__. */
+typedef struct {
+    PyObject_HEAD
+} AexitDescr;
+
+static PyObject *aexit_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self); /* looked up on the class */
+        return self;
+    }
+    if (!PyObject_TypeCheck(obj, &Core_Type)) {
+        PyErr_Format(PyExc_TypeError, "__aexit__ needs a Cancellable, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return bax_new((Core *)obj);
+}
+
+static PyObject *aexit_descr_call(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    /* Cancellable.__aexit__(op, exc_type, exc, tb) */
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) > 0) || PyTuple_GET_SIZE(args) != 4 ||
+        !PyObject_TypeCheck(PyTuple_GET_ITEM(args, 0), &Core_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Cancellable.__aexit__(operation, exc_type, exc, tb) expects 4 arguments");
+        return NULL;
+    }
+    return Core_aexit((Core *)PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1), 3);
+}
+
+static PyObject *aexit_descr_repr(PyObject *Py_UNUSED(self))
+{
+    return PyUnicode_FromString("<method '__aexit__' of 'CancellableCore' objects>");
+}
+
+static PyTypeObject AexitDescr_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.AexitDescriptor",
+    .tp_basicsize = sizeof(AexitDescr),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Exit the operation; never suppresses the exception.",
+    .tp_descr_get = aexit_descr_get,
+    .tp_call = aexit_descr_call,
+    .tp_repr = (reprfunc)aexit_descr_repr,
+};
+
+/* --- attributes (rare fields live in CoreX) --- */
+
+/* Getter/setter of a plain rare field: NULL reads as None. */
+static PyObject *get_xfield(Core *c, void *off)
+{
+    PyObject *v = c->s.x != NULL ? *(PyObject **)((char *)c->s.x + (size_t)off) : NULL;
+    if (v == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
+static int set_xfield(Core *c, PyObject *v, void *off)
+{
+    Py_XINCREF(v);
+    return set_x(c, (size_t)off, v);
+}
+
+/* A list field created on first read. */
+static PyObject *lazy_list(Core *c, size_t off)
+{
+    CoreX *x = cx(c);
+    if (x == NULL) {
+        return NULL;
+    }
+    PyObject **slot = (PyObject **)((char *)x + off);
     if (*slot == NULL || *slot == Py_None) {
         PyObject *l = PyList_New(0);
         if (l == NULL) {
@@ -1115,42 +1823,22 @@ static PyObject *lazy_list(PyObject **slot)
     return *slot;
 }
 
-static int set_slot(PyObject **slot, PyObject *value)
+static PyObject *get_xlist(Core *c, void *off)
 {
-    Py_XINCREF(value);
-    Py_XSETREF(*slot, value);
-    return 0;
+    return lazy_list(c, (size_t)off);
 }
-
-#define LIST_GETSET(field, pyname)                                                                 \
-    static PyObject *get_##field(Core *c, void *Py_UNUSED(x))                                      \
-    {                                                                                              \
-        return lazy_list(&c->field);                                                               \
-    }                                                                                              \
-    static int set_##field(Core *c, PyObject *v, void *Py_UNUSED(x))                               \
-    {                                                                                              \
-        return set_slot(&c->field, v);                                                             \
-    }
-
-LIST_GETSET(shields, "_shields")
-LIST_GETSET(external_tokens, "_external_tokens")
-LIST_GETSET(to_link, "_cancellables_to_link")
-LIST_GETSET(linked_to, "_linked_to")
-LIST_GETSET(progress_cbs, "_progress_callbacks")
-LIST_GETSET(start_cbs, "_start_callbacks")
-LIST_GETSET(complete_cbs, "_complete_callbacks")
-LIST_GETSET(cancel_cbs, "_cancel_callbacks")
-LIST_GETSET(error_cbs, "_error_callbacks")
 
 static PyObject *get_sources(Core *c, void *Py_UNUSED(x))
 {
-    PyObject *l = lazy_list(&c->sources);
+    PyObject *l = lazy_list(c, offsetof(CoreX, sources));
     if (l == NULL) {
         return NULL;
     }
-    if (c->timeout != INFINITY && !c->entered) {
+    if ((c->s.c_flags & CF_FAST_TIMEOUT) && !c_entered(c)) {
         /* materialise the fast timeout as a real TimeoutSource (0.1 compatibility) */
-        PyObject *src = PyObject_CallOneArg(TimeoutSourceClass, c->timeout_obj);
+        PyObject *t = timeout_object(c);
+        PyObject *src = t != NULL ? PyObject_CallOneArg(TimeoutSourceClass, t) : NULL;
+        Py_XDECREF(t);
         if (src == NULL) {
             Py_DECREF(l);
             return NULL;
@@ -1161,79 +1849,64 @@ static PyObject *get_sources(Core *c, void *Py_UNUSED(x))
             Py_DECREF(l);
             return NULL;
         }
-        c->timeout = INFINITY;
+        c->s.c_flags &= ~CF_FAST_TIMEOUT;
     }
     return l;
 }
 
 static int set_sources(Core *c, PyObject *v, void *Py_UNUSED(x))
 {
-    if (c->timeout != INFINITY && !c->entered) {
+    if ((c->s.c_flags & CF_FAST_TIMEOUT) && !c_entered(c)) {
         PyObject *cur = get_sources(c, NULL); /* keep the timeout */
         Py_XDECREF(cur);
         if (cur == NULL) {
             return -1;
         }
     }
-    return set_slot(&c->sources, v);
+    return set_xfield(c, v, (void *)offsetof(CoreX, sources));
 }
 
 static PyObject *get_children(Core *c, void *Py_UNUSED(x))
 {
-    if (!SET(c->children)) {
+    if (!SET(XF(c, children))) {
         PyObject *ws = PyObject_CallNoArgs(WeakSetClass);
-        if (ws == NULL) {
+        if (ws == NULL || SETX(c, children, ws) < 0) {
             return NULL;
         }
-        Py_XSETREF(c->children, ws);
     }
-    Py_INCREF(c->children);
-    return c->children;
-}
-
-static int set_children(Core *c, PyObject *v, void *Py_UNUSED(x))
-{
-    return set_slot(&c->children, v);
+    Py_INCREF(CX(c)->children);
+    return CX(c)->children;
 }
 
 static PyObject *get_metadata(Core *c, void *Py_UNUSED(x))
 {
-    if (!SET(c->metadata)) {
+    if (!SET(XF(c, metadata))) {
         PyObject *d = PyDict_New();
-        if (d == NULL) {
+        if (d == NULL || SETX(c, metadata, d) < 0) {
             return NULL;
         }
-        Py_XSETREF(c->metadata, d);
     }
-    Py_INCREF(c->metadata);
-    return c->metadata;
-}
-
-static int set_metadata(Core *c, PyObject *v, void *Py_UNUSED(x))
-{
-    return set_slot(&c->metadata, v);
+    Py_INCREF(CX(c)->metadata);
+    return CX(c)->metadata;
 }
 
 static PyObject *get_name(Core *c, void *Py_UNUSED(x))
 {
-    if (!SET(c->name) && c->timeout_name && c->timeout_obj != NULL) {
-        PyObject *n = PyUnicode_FromFormat("timeout_%Ss", c->timeout_obj);
-        if (n == NULL) {
+    if (!SET(XF(c, name)) && c->s.c_timeout_name) { /* set by with_timeout only */
+        PyObject *t = timeout_object(c);
+        PyObject *n = t != NULL ? PyUnicode_FromFormat("timeout_%Ss", t) : NULL;
+        Py_XDECREF(t);
+        if (n == NULL || SETX(c, name, n) < 0) {
             return NULL;
         }
-        Py_XSETREF(c->name, n);
     }
-    if (c->name == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(c->name);
-    return c->name;
+    return get_xfield(c, (void *)offsetof(CoreX, name));
 }
 
 static int set_name(Core *c, PyObject *v, void *Py_UNUSED(x))
 {
-    c->timeout_name = 0;
-    return set_slot(&c->name, v);
+    c->s.c_timeout_name = 0;
+    return set_xfield(c, v, (void *)offsetof(CoreX, name));
 }
 
 static PyObject *get_time(double t)
@@ -1279,16 +1952,143 @@ static int set_start_time(Core *c, PyObject *v, void *Py_UNUSED(x))
 }
 static PyObject *get_end_time(Core *c, void *Py_UNUSED(x))
 {
-    return get_time(c->end_time);
+    if (c->s.c_flags & CF_END_IN_X) {
+        return get_time(CX(c)->end_time);
+    }
+    return get_time((c->s.c_flags & CF_VARSET) ? NAN : c->u.end_time);
 }
 static int set_end_time(Core *c, PyObject *v, void *Py_UNUSED(x))
 {
-    return set_time(&c->end_time, v);
+    if (!(c->s.c_flags & CF_VARSET)) {
+        return set_time(&c->u.end_time, v);
+    }
+    /* the slot holds the previous current_operation until the block is left */
+    CoreX *x = cx(c);
+    if (x == NULL || set_time(&x->end_time, v) < 0) {
+        return -1;
+    }
+    c->s.c_flags |= CF_END_IN_X;
+    return 0;
+}
+
+static PyObject *get_cflag(Core *c, void *which)
+{
+    switch ((int)(intptr_t)which) {
+    case 0:
+        return PyBool_FromLong(c->s.c_entered);
+    case 1:
+        return PyBool_FromLong(c->s.c_registered);
+    case 2:
+        return PyBool_FromLong(c->s.c_register_globally);
+    case 3:
+        return PyBool_FromLong(c->s.c_fast != 0);
+    default:
+        return PyBool_FromLong((c->s.c_flags & CF_TIMED_OUT) != 0);
+    }
+}
+
+static int set_cflag(Core *c, PyObject *v, void *which)
+{
+    if (v == NULL || !PyBool_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "expected a bool");
+        return -1;
+    }
+    int b = v == Py_True;
+    switch ((int)(intptr_t)which) {
+    case 0:
+        c->s.c_entered = b;
+        break;
+    case 1:
+        c->s.c_registered = b;
+        break;
+    default:
+        c->s.c_register_globally = b;
+        break;
+    }
+    return 0;
+}
+
+static PyObject *get_status(Core *c, void *Py_UNUSED(x))
+{
+    PyObject *v = status_obj(c);
+    if (v == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
+static int set_status(Core *c, PyObject *v, void *Py_UNUSED(x))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_status cannot be deleted");
+        return -1;
+    }
+    PyObject *known[] = {st_pending, st_running, st_completed, st_cancelled, st_failed};
+    for (int i = 0; i < 5; i++) {
+        if (v == known[i]) {
+            set_status_idx(c, i);
+            return 0;
+        }
+    }
+    Py_INCREF(v);
+    if (SETX(c, status_obj, v) < 0) {
+        return -1;
+    }
+    c->s.c_status = ST_OTHER;
+    return 0;
+}
+
+static PyObject *get_backend(Core *c, void *Py_UNUSED(x))
+{
+    PyObject *b = XF(c, backend);
+    if (b == NULL && c_fast(c) == 1) {
+        b = asyncio_backend;
+    } else if (b == NULL && c_fast(c) == 2) {
+        if (anyio_backend == NULL) {
+            anyio_backend = PyObject_CallNoArgs(anyio_backend_fn);
+            if (anyio_backend == NULL) {
+                return NULL;
+            }
+        }
+        b = anyio_backend;
+    }
+    if (b == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(b);
+    return b;
+}
+
+static PyObject *get_hook(Core *c, void *Py_UNUSED(x))
+{
+    return PyLong_FromSsize_t(c->s.x != NULL ? CX(c)->hook : 0);
+}
+
+static int set_hook(Core *c, PyObject *v, void *Py_UNUSED(x))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_hook cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t h = PyLong_AsSsize_t(v);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (h == 0 && c->s.x == NULL) {
+        return 0;
+    }
+    CoreX *x = cx(c);
+    if (x == NULL) {
+        return -1;
+    }
+    x->hook = h;
+    return 0;
 }
 
 static PyObject *get_token(Core *c, void *Py_UNUSED(x))
 {
-    if (!SET(c->token)) {
+    if (!SET(XF(c, token))) {
         if (!ready()) {
             return NULL;
         }
@@ -1301,25 +2101,25 @@ static PyObject *get_token(Core *c, void *Py_UNUSED(x))
             PyErr_SetString(PyExc_TypeError, "the token class must derive from TokenCore");
             return NULL;
         }
-        Py_XSETREF(c->token, t);
+        if (SETX(c, token, t) < 0) {
+            return NULL;
+        }
         /* a token created while the fast path runs must still cancel the scope */
-        if (c->fast && SET(c->scope) && SET(c->cv_token) && c->hook == 0) {
-            /* trio: c->executor (the run's TrioToken, captured at enter) makes the hook run
-             * in the trio thread even when the token is created from another thread */
+        if (c_fast(c) && (c->s.c_flags & CF_VARSET) && CX(c)->hook == 0) {
+            /* trio: TRIO_EXECUTOR (the run's TrioToken, captured at enter) makes the hook
+             * run in the trio thread even when the token is created from another thread */
             if (add_token_hook(c) < 0) {
                 return NULL;
             }
         }
     }
-    Py_INCREF(c->token);
-    return c->token;
+    Py_INCREF(CX(c)->token);
+    return CX(c)->token;
 }
 
 static PyObject *get_token_obj(Core *c, void *Py_UNUSED(x))
 {
-    PyObject *t = c->token != NULL ? c->token : Py_None;
-    Py_INCREF(t);
-    return t;
+    return get_xfield(c, (void *)offsetof(CoreX, token));
 }
 
 static int set_token_obj(Core *c, PyObject *v, void *Py_UNUSED(x))
@@ -1329,53 +2129,101 @@ static int set_token_obj(Core *c, PyObject *v, void *Py_UNUSED(x))
                      Py_TYPE(v)->tp_name);
         return -1;
     }
-    if (c->hook > 0) {
+    if (c->s.x != NULL && CX(c)->hook > 0) {
         PyErr_SetString(PyExc_RuntimeError, "the token of a running operation cannot be replaced");
         return -1;
     }
-    return set_slot(&c->token, v == Py_None ? NULL : v);
+    return set_xfield(c, v == Py_None ? NULL : v, (void *)offsetof(CoreX, token));
 }
 
 static PyObject *get_scope(Core *c, void *Py_UNUSED(x))
 {
-    PyObject *t = c->scope != NULL ? c->scope : Py_None;
+    if (c_fast(c) == 1) {
+        return scope_public(&c->s);
+    }
+    PyObject *t = BSCOPE(c) != NULL ? BSCOPE(c) : Py_None;
     Py_INCREF(t);
     return t;
 }
 
 static int set_scope(Core *c, PyObject *v, void *Py_UNUSED(x))
 {
-    if (c->fast && SET(c->cv_token)) {
+    if (c_fast(c) && (c->s.c_flags & CF_VARSET)) {
         PyErr_SetString(PyExc_RuntimeError, "the scope of a running operation cannot be replaced");
         return -1;
     }
-    return set_slot(&c->scope, v == Py_None ? NULL : v);
+    if (c_fast(c) == 1) {
+        if (v == NULL || v == Py_None) {
+            return 0; /* the embedded scope stays (an exited scope) */
+        }
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the scope of an operation on the asyncio fast path is its own");
+        return -1;
+    }
+    Py_XINCREF(v);
+    Py_XSETREF(BSCOPE(c), v == Py_None ? NULL : v);
+    if (v == Py_None) {
+        Py_DECREF(v);
+    }
+    return 0;
 }
 
 static PyObject *get_timeout(Core *c, void *Py_UNUSED(x))
 {
-    if (c->timeout == INFINITY) {
+    double t = core_timeout(c);
+    if (t == INFINITY) {
         Py_RETURN_NONE;
     }
-    return PyFloat_FromDouble(c->timeout);
+    return PyFloat_FromDouble(t);
 }
+
+#define XOFF(f) ((void *)offsetof(CoreX, f))
+#define XOBJ(name, f)                                                                              \
+    {                                                                                              \
+        name, (getter)get_xfield, (setter)set_xfield, NULL, XOFF(f)                                \
+    }
+#define XLIST(name, f)                                                                             \
+    {                                                                                              \
+        name, (getter)get_xlist, (setter)set_xfield, NULL, XOFF(f)                                 \
+    }
 
 static PyGetSetDef Core_getset[] = {
     {"_sources", (getter)get_sources, (setter)set_sources, NULL, NULL},
-    {"_shields", (getter)get_shields, (setter)set_shields, NULL, NULL},
-    {"_external_tokens", (getter)get_external_tokens, (setter)set_external_tokens, NULL, NULL},
-    {"_cancellables_to_link", (getter)get_to_link, (setter)set_to_link, NULL, NULL},
-    {"_linked_to", (getter)get_linked_to, (setter)set_linked_to, NULL, NULL},
-    {"_progress_callbacks", (getter)get_progress_cbs, (setter)set_progress_cbs, NULL, NULL},
-    {"_start_callbacks", (getter)get_start_cbs, (setter)set_start_cbs, NULL, NULL},
-    {"_complete_callbacks", (getter)get_complete_cbs, (setter)set_complete_cbs, NULL, NULL},
-    {"_cancel_callbacks", (getter)get_cancel_cbs, (setter)set_cancel_cbs, NULL, NULL},
-    {"_error_callbacks", (getter)get_error_cbs, (setter)set_error_cbs, NULL, NULL},
-    {"_children", (getter)get_children, (setter)set_children, NULL, NULL},
-    {"_metadata", (getter)get_metadata, (setter)set_metadata, NULL, NULL},
+    XLIST("_shields", shields),
+    XLIST("_external_tokens", external_tokens),
+    XLIST("_cancellables_to_link", to_link),
+    XLIST("_linked_to", linked_to),
+    XLIST("_progress_callbacks", progress_cbs),
+    XLIST("_start_callbacks", start_cbs),
+    XLIST("_complete_callbacks", complete_cbs),
+    XLIST("_cancel_callbacks", cancel_cbs),
+    XLIST("_error_callbacks", error_cbs),
+    {"_children", (getter)get_children, (setter)set_xfield, NULL, XOFF(children)},
+    {"_metadata", (getter)get_metadata, (setter)set_xfield, NULL, XOFF(metadata)},
     {"_name", (getter)get_name, (setter)set_name, NULL, NULL},
     {"_start_time", (getter)get_start_time, (setter)set_start_time, NULL, NULL},
     {"_end_time", (getter)get_end_time, (setter)set_end_time, NULL, NULL},
+    {"_entered", (getter)get_cflag, (setter)set_cflag, NULL, (void *)0},
+    {"_registered", (getter)get_cflag, (setter)set_cflag, NULL, (void *)1},
+    {"_register_globally", (getter)get_cflag, (setter)set_cflag, NULL, (void *)2},
+    {"_fast", (getter)get_cflag, NULL, NULL, (void *)3},
+    {"_timed_out", (getter)get_cflag, NULL,
+     "trio: the engine cancelled the block at its with_timeout deadline.", (void *)4},
+    {"_status", (getter)get_status, (setter)set_status, NULL, NULL},
+    {"_backend", (getter)get_backend, (setter)set_xfield, NULL, XOFF(backend)},
+    {"_hook", (getter)get_hook, (setter)set_hook, NULL, NULL},
+    XOBJ("_id", id),
+    XOBJ("_ctx", ctx),
+    XOBJ("_cancel_reason", cancel_reason),
+    XOBJ("_cancel_message", cancel_message),
+    XOBJ("_error", error),
+    XOBJ("_partial_result", partial_result),
+    XOBJ("_cv_token", cv_token),
+    XOBJ("_parent_ref", parent_ref),
+    XOBJ("_parent_id", parent_id),
+    XOBJ("_source_reason", source_reason),
+    XOBJ("_hook_reason", hook_reason),
+    XOBJ("_source_error", source_error),
     {"_token_obj", (getter)get_token_obj, (setter)set_token_obj,
      "The operation's token if it was created, else None.", NULL},
     {"_scope", (getter)get_scope, (setter)set_scope,
@@ -1386,37 +2234,18 @@ static PyGetSetDef Core_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-#define OBJ(name, field)                                                                           \
-    {                                                                                              \
-        name, T_OBJECT, offsetof(Core, field), 0, NULL                                             \
-    }
-static PyMemberDef Core_members[] = {
-    OBJ("_id", id),
-    OBJ("_ctx", ctx),
-    OBJ("_status", status),
-    OBJ("_cancel_reason", cancel_reason),
-    OBJ("_cancel_message", cancel_message),
-    OBJ("_error", error),
-    OBJ("_partial_result", partial_result),
-    OBJ("_backend", backend),
-    OBJ("_cv_token", cv_token),
-    OBJ("_parent_ref", parent_ref),
-    OBJ("_parent_id", parent_id),
-    OBJ("_source_reason", source_reason),
-    OBJ("_hook_reason", hook_reason),
-    OBJ("_source_error", source_error),
-    {"_hook", T_PYSSIZET, offsetof(Core, hook), 0, NULL},
-    {"_entered", T_BOOL, offsetof(Core, entered), 0, NULL},
-    {"_registered", T_BOOL, offsetof(Core, registered), 0, NULL},
-    {"_register_globally", T_BOOL, offsetof(Core, register_globally), 0, NULL},
-    {"_fast", T_BOOL, offsetof(Core, fast), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
+static PyObject *Core_restore_current(Core *c, PyObject *Py_UNUSED(a))
+{
+    dl_remove(c);
+    restore_current(c);
+    Py_RETURN_NONE;
+}
 
 static PyMethodDef Core_methods[] = {
     {"__aenter__", (PyCFunction)Core_aenter, METH_NOARGS, "Enter the operation."},
-    {"__aexit__", (PyCFunction)(void (*)(void))Core_aexit, METH_FASTCALL,
-     "Exit the operation; never suppresses the exception."},
+    {"_restore_current", (PyCFunction)Core_restore_current, METH_NOARGS,
+     "Release what the fast enter took: current_operation gets back its previous value, a "
+     "trio deadline leaves the run's heap (a no-op otherwise)."},
     {"with_timeout", (PyCFunction)(void (*)(void))Core_with_timeout,
      METH_FASTCALL | METH_KEYWORDS | METH_CLASS,
      "with_timeout(timeout, operation_id=None, name=None, **kwargs) -> Cancellable\n\n"
@@ -1430,15 +2259,16 @@ static PyTypeObject Core_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.CancellableCore",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "C base of Cancellable: operation state and the enter/exit hot path.",
+    .tp_doc = "C base of Cancellable: operation state, its asyncio cancel scope and the "
+              "enter/exit hot path.",
     .tp_new = Core_new,
     .tp_init = (initproc)Core_init,
     .tp_traverse = (traverseproc)Core_traverse,
     .tp_clear = (inquiry)Core_clear,
     .tp_dealloc = (destructor)Core_dealloc,
     .tp_methods = Core_methods,
-    .tp_members = Core_members,
     .tp_getset = Core_getset,
+    .tp_weaklistoffset = offsetof(Core, s.weakreflist),
 };
 
 /* ------------------------------------------------------------------------- */
@@ -1490,6 +2320,15 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         take(d, "sniffio_cvar", &sniffio_cvar) < 0) {
         return NULL;
     }
+    /* optional: the trio deadline service (without them trio keeps the deadlines) */
+    PyObject *start = PyDict_GetItemString(d, "trio_deadline_start");
+    PyObject *state = PyDict_GetItemString(d, "trio_run_state");
+    if (start != NULL && state != NULL) {
+        Py_INCREF(start);
+        Py_XSETREF(trio_dl_start, start);
+        Py_INCREF(state);
+        Py_XSETREF(trio_run_state, state);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1502,8 +2341,20 @@ static PyMethodDef cancellable_module_methods[] = {
 
 int engine_cancellable_init(PyObject *m)
 {
-    if (PyType_Ready(&Immediate_Type) < 0 || PyType_Ready(&Core_Type) < 0) {
+    engine_embedded_x_size = sizeof(CoreX);
+    if (PyType_Ready(&Immediate_Type) < 0 || PyType_Ready(&Core_Type) < 0 ||
+        PyType_Ready(&TrioDeadlines_Type) < 0 || PyType_Ready(&BoundAexit_Type) < 0 ||
+        PyType_Ready(&AexitDescr_Type) < 0) {
         return -1;
+    }
+    {
+        PyObject *d = PyType_GenericNew(&AexitDescr_Type, NULL, NULL);
+        if (d == NULL || PyDict_SetItemString(Core_Type.tp_dict, "__aexit__", d) < 0) {
+            Py_XDECREF(d);
+            return -1;
+        }
+        Py_DECREF(d);
+        PyType_Modified(&Core_Type);
     }
     current_operation_var = PyContextVar_New("current_operation", Py_None);
     s_aenter_slow = PyUnicode_InternFromString("_aenter_slow");
@@ -1533,6 +2384,9 @@ int engine_cancellable_init(PyObject *m)
     if (!current_operation_var || !s_aenter_slow || !s_aexit_slow || !s_on_token_cancelled ||
         !s_name_attr || !s_operation_id || !s_add || !s_timestamp || !s_log_finished ||
         !timeout_text) {
+        return -1;
+    }
+    if (PyModule_AddType(m, &TrioDeadlines_Type) < 0) {
         return -1;
     }
     Py_INCREF(&Core_Type);

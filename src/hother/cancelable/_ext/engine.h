@@ -14,6 +14,10 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
+
+#include "cc_heap.h"
+#include "cc_pmap.h"
 
 typedef struct engine_state {
     /* asyncio functions and types, cached at import */
@@ -87,10 +91,67 @@ PyObject *token_add_hook_c(PyObject *tok, PyObject *fn, PyObject *executor);
 int token_remove_hook_c(PyObject *tok, Py_ssize_t handle);
 /* end token.c (h2) ------------------------------------------------------- */
 
+/* scope.c: the scope structure ---------------------------------------------
+ * A Scope is the asyncio cancel scope of the engine. It is either a plain
+ * `_engine.CancelScope` object, or embedded as the base of a CancellableCore (the
+ * `embedded` flag), so that a running operation is one object, not two. */
+typedef struct LoopEngine LoopEngine;
+
+/* Rarely used fields of a scope, allocated on first use (PyMem), freed with the scope.
+ * A CancellableCore allocates a larger block whose first member is this struct. */
+typedef struct ScopeX {
+    PyObject *members;      /* list of adopted tasks (task groups), or NULL */
+    PyObject *reason;       /* the cancel message (str), or NULL */
+    PyObject *anyio_outer;  /* the task's innermost anyio scope when this scope was entered */
+    PyObject *anyio_shield; /* shielded scopes: a companion anyio shield (anyio loaded) */
+    PyObject *view;         /* embedded scopes: the cached CancelScope-compatible view */
+} ScopeX;
+
+typedef struct Scope {
+    PyObject_HEAD cc_heap_node node; /* node.deadline is the deadline, in or out of the heap */
+    union {
+        LoopEngine *engine; /* strong while entered (state 1) */
+        PyObject *alt;      /* embedded scopes never entered (trio and slow paths): the
+                             * operation's backend scope, strong. Only state 1 reads engine. */
+    };
+    cc_pmap_node hnode;   /* key: the host task, a strong reference while entered */
+    struct Scope *parent; /* strong */
+    struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; children unlink at exit */
+    ScopeX *x;                                       /* rare fields, or NULL */
+    PyObject *weakreflist;
+    int16_t cancel_count;        /* saturating */
+    int16_t cancelling_at_enter; /* saturating */
+    unsigned char state : 2;     /* 0 new, 1 active, 2 exited */
+    unsigned char shield : 1;
+    unsigned char cancel_called : 1;
+    unsigned char cancelled_caught : 1;
+    unsigned char deadline_reached : 1;
+    unsigned char host_inside : 1; /* the host task's innermost scope is this one */
+    unsigned char embedded : 1;    /* the base of a CancellableCore */
+    /* bits owned by the embedding CancellableCore (unused by plain scopes) */
+    unsigned short c_status : 3, c_fast : 2, c_entered : 1, c_registered : 1,
+        c_register_globally : 1, c_timeout_name : 1;
+    unsigned char c_flags;
+} Scope;
+
+#define SCOPE_HOST(s) ((PyObject *)(s)->hnode.key)
+
+/* Size of the ScopeX block an embedded scope allocates (set by cancellable.c). */
+extern size_t engine_embedded_x_size;
+/* The rare-field block of s, allocated (zeroed) on first use; NULL with MemoryError. */
+ScopeX *scope_ext(Scope *s);
+/* Initialise the scope part of a freshly allocated (zeroed) object. */
+void scope_init_fields(Scope *s, int shield, int embedded);
+int scope_traverse_fields(Scope *s, visitproc visit, void *arg);
+void scope_clear_fields(Scope *s);
+/* Dealloc helper: clear weakrefs and fields, free the ext block (not the object). */
+void scope_dealloc_fields(Scope *s);
+/* New reference: the Python CancelScope API object of s (s itself, or the cached view of
+ * an embedded scope). NULL with an exception. */
+PyObject *scope_public(Scope *s);
+
 /* scope.c C API -------------------------------------------------------------
  * For cancellable.c: the asyncio CancelScope without Python-level calls. */
-/* A new, not yet entered scope (new reference). */
-PyObject *scope_create(int shield);
 /* Enter `scope` in `task` on `loop`; timeout (relative seconds, INFINITY: none) sets the
  * deadline from loop.time(). 0 or -1 with an exception. */
 int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeout);

@@ -36,30 +36,6 @@
 /* ------------------------------------------------------------------------- */
 /* Types                                                                      */
 
-typedef struct LoopEngine LoopEngine;
-
-typedef struct Scope {
-    PyObject_HEAD cc_heap_node node;
-    double deadline;
-    LoopEngine *engine;                              /* strong while entered */
-    PyObject *host;                                  /* task, strong while entered */
-    struct Scope *parent;                            /* strong */
-    struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; children unlink at exit */
-    PyObject *members;                               /* list of adopted tasks (or NULL) */
-    PyObject *reason;                                /* cancel message (str) or NULL */
-    Py_ssize_t cancel_count;
-    Py_ssize_t cancelling_at_enter;
-    unsigned char state; /* 0 new, 1 active, 2 exited */
-    unsigned char shield;
-    unsigned char cancel_called;
-    unsigned char cancelled_caught;
-    unsigned char deadline_reached;
-    unsigned char host_inside; /* the host task's innermost scope is this one */
-    PyObject *weakreflist;
-    PyObject *anyio_outer;  /* the task's innermost anyio scope when this scope was entered */
-    PyObject *anyio_shield; /* shielded scopes: a companion anyio shield (anyio loaded) */
-} Scope;
-
 struct LoopEngine {
     PyObject_HEAD PyObject *loop_ref; /* weakref to the loop */
     PyObject *timer;                  /* weakref to the armed TimerHandle, or NULL */
@@ -67,7 +43,10 @@ struct LoopEngine {
     PyObject *redeliver; /* weakref to the Handle of the coalesced callback, or NULL */
     PyObject *weakreflist;
     PyObject *pending;    /* set of tasks to re-check */
-    PyObject *tasks;      /* dict task -> its innermost scope (tasks inside a scope) */
+    cc_pmap hosts;        /* task -> its innermost scope, for scopes the task entered itself
+                           * (intrusive: the node is the scope's hnode, keyed by its host) */
+    PyObject *adopted;    /* dict task -> task-group scope: the root of adopted tasks (and
+                           * entries written through the _task_scopes view) */
     PyObject *on_timer;   /* bound builtin: engine._on_timer */
     PyObject *on_release; /* bound builtin: engine._release_task (done callback of adopted tasks) */
     PyObject *on_redeliver;
@@ -79,6 +58,17 @@ struct LoopEngine {
 
 static PyTypeObject Scope_Type;
 static PyTypeObject LoopEngine_Type;
+static PyTypeObject ScopeView_Type;
+
+/* The CancelScope API of an embedded scope (the scope of a running Cancellable): a
+ * CancelScope subclass whose methods act on `target`. Cached (borrowed) in target->x->view
+ * while it lives, so `op.scope is op.scope`. */
+typedef struct {
+    Scope base; /* unused */
+    Scope *target;
+} ScopeView;
+
+#define RESOLVE(o) (Py_TYPE(o) == &ScopeView_Type ? ((ScopeView *)(o))->target : (Scope *)(o))
 
 static PyObject *last_loop_ref;   /* weakref: the loop of the last engine used (fast path) */
 static PyObject *last_engine_ref; /* weakref: that engine */
@@ -88,6 +78,32 @@ static PyObject *abstract_loop_type; /* asyncio.AbstractEventLoop */
 static PyObject *s_get_coro, *s_cr_running, *s_cr_suspended, *s_cr_frame;
 
 #define SCOPE_FROM_NODE(n) ((Scope *)((char *)(n)-offsetof(Scope, node)))
+#define SCOPE_FROM_HNODE(n) ((Scope *)((char *)(n)-offsetof(Scope, hnode)))
+/* a rare field of s, or NULL */
+#define SX(s, f) ((s)->x != NULL ? (s)->x->f : NULL)
+
+size_t engine_embedded_x_size = sizeof(ScopeX);
+
+ScopeX *scope_ext(Scope *s)
+{
+    if (s->x == NULL) {
+        size_t n = s->embedded ? engine_embedded_x_size : sizeof(ScopeX);
+        s->x = (ScopeX *)PyMem_Calloc(1, n);
+        if (s->x == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    return s->x;
+}
+
+/* Drop the host reference (the scope must not be in a host map any more). */
+static void clear_host(Scope *s)
+{
+    PyObject *h = (PyObject *)s->hnode.key;
+    s->hnode.key = NULL;
+    Py_XDECREF(h);
+}
 
 /* ------------------------------------------------------------------------- */
 /* Small helpers                                                              */
@@ -267,7 +283,8 @@ static LoopEngine *get_engine(PyObject *loop)
     e->timer_when = INFINITY;
     e->redeliver = NULL;
     e->pending = NULL;
-    e->tasks = NULL;
+    e->adopted = NULL;
+    cc_pmap_init(&e->hosts);
     e->on_release = NULL;
     e->on_timer = NULL;
     e->on_redeliver = NULL;
@@ -280,11 +297,11 @@ static LoopEngine *get_engine(PyObject *loop)
     PyObject_GC_Track(e);
     e->loop_ref = PyWeakref_NewRef(loop, NULL);
     e->pending = PySet_New(NULL);
-    e->tasks = PyDict_New();
+    e->adopted = PyDict_New();
     e->on_release = PyObject_GetAttrString((PyObject *)e, "_release_task");
     e->on_timer = PyObject_GetAttrString((PyObject *)e, "_on_timer");
     e->on_redeliver = PyObject_GetAttrString((PyObject *)e, "_redeliver");
-    if (e->loop_ref == NULL || e->pending == NULL || e->tasks == NULL || e->on_release == NULL ||
+    if (e->loop_ref == NULL || e->pending == NULL || e->adopted == NULL || e->on_release == NULL ||
         e->on_timer == NULL || e->on_redeliver == NULL) {
         Py_DECREF(e);
         return NULL;
@@ -534,15 +551,48 @@ static int task_started(PyObject *task)
 /* The innermost scope of `task` (borrowed) or NULL. */
 static Scope *innermost_of(LoopEngine *e, PyObject *task)
 {
-    if (e == NULL || e->tasks == NULL) {
+    if (e == NULL) {
         return NULL;
     }
-    PyObject *s = PyDict_GetItemWithError(e->tasks, task);
+    cc_pmap_node *n = cc_pmap_get(&e->hosts, task);
+    if (n != NULL) {
+        return SCOPE_FROM_HNODE(n);
+    }
+    if (e->adopted == NULL || PyDict_GET_SIZE(e->adopted) == 0) {
+        return NULL;
+    }
+    PyObject *s = PyDict_GetItemWithError(e->adopted, task);
     if (s == NULL) {
         PyErr_Clear();
         return NULL;
     }
     return (Scope *)s; /* the dict is private: only scopes are stored */
+}
+
+/* Make `to` the innermost scope of `task` in the host map: `to` (a scope entered by task)
+ * takes the task's map entry; NULL or a scope of another task (an adopted root, found in
+ * e->adopted) removes the entry. 0, or -1 with MemoryError (nothing changed). */
+static int set_innermost(LoopEngine *e, PyObject *task, Scope *to)
+{
+    cc_pmap_node *cur = cc_pmap_get(&e->hosts, task);
+    if (to != NULL && SCOPE_HOST(to) == task) {
+        if (cur == &to->hnode) {
+            return 0;
+        }
+        if (cur != NULL) {
+            cc_pmap_replace(&e->hosts, cur, &to->hnode);
+            return 0;
+        }
+        if (cc_pmap_insert(&e->hosts, &to->hnode) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        return 0;
+    }
+    if (cur != NULL) {
+        cc_pmap_remove(&e->hosts, cur);
+    }
+    return 0;
 }
 
 /* The closest cancel_called scope above (and including) s, stopping at a shield. */
@@ -618,19 +668,21 @@ static int deliver_to_task(LoopEngine *e, PyObject *task, PyObject *current, int
      * companion shield (or after what was there when the origin was entered) */
     PyObject *boundary = NULL;
     if (origin != NULL) {
-        boundary = origin->anyio_shield != NULL ? origin->anyio_shield : origin->anyio_outer;
+        boundary =
+            SX(origin, anyio_shield) != NULL ? SX(origin, anyio_shield) : SX(origin, anyio_outer);
     }
     if (anyio_shield_inside(task, boundary)) {
         return 0; /* an anyio shield inside the cancelled scope: re-checked next iteration */
     }
-    PyObject *msg = origin != NULL && origin->reason != NULL ? origin->reason : Py_None;
+    PyObject *msg = origin != NULL && SX(origin, reason) != NULL ? SX(origin, reason) : Py_None;
     PyObject *r = PyObject_CallMethodOneArg(task, G.s_cancel, msg);
     if (r == NULL) {
         return -1;
     }
     int ok = PyObject_IsTrue(r);
     Py_DECREF(r);
-    if (ok && inner != NULL && inner->host == task && inner->state == 1) {
+    if (ok && inner != NULL && SCOPE_HOST(inner) == task && inner->state == 1 &&
+        inner->cancel_count < INT16_MAX) {
         inner->cancel_count++;
     }
     return 0;
@@ -643,13 +695,13 @@ static int deliver_scope(LoopEngine *e, Scope *s, PyObject *current)
         return 0;
     }
     if (s->host_inside) {
-        if (deliver_to_task(e, s->host, current, 1) < 0) {
+        if (deliver_to_task(e, SCOPE_HOST(s), current, 1) < 0) {
             return -1;
         }
     }
-    if (s->members != NULL) {
-        for (Py_ssize_t i = 0; s->members != NULL && i < PyList_GET_SIZE(s->members); i++) {
-            PyObject *t = PyList_GET_ITEM(s->members, i);
+    if (SX(s, members) != NULL) {
+        for (Py_ssize_t i = 0; SX(s, members) != NULL && i < PyList_GET_SIZE(s->x->members); i++) {
+            PyObject *t = PyList_GET_ITEM(s->x->members, i);
             if (innermost_of(e, t) == s) {
                 Py_INCREF(t);
                 int rc = deliver_to_task(e, t, current, 0);
@@ -680,14 +732,18 @@ static int scope_cancel_here(Scope *s, PyObject *loop, PyObject *reason_text, in
     if (from_deadline) {
         s->deadline_reached = 1;
     }
-    if (s->reason == NULL) {
+    if (SX(s, reason) == NULL) {
+        ScopeX *x = scope_ext(s);
+        if (x == NULL) {
+            return -1;
+        }
         if (reason_text != NULL && reason_text != Py_None) {
-            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s,
+            x->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s,
                                              reason_text);
         } else {
-            s->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p", (void *)s);
+            x->reason = PyUnicode_FromFormat("Cancelled by cancel scope %p", (void *)s);
         }
-        if (s->reason == NULL) {
+        if (x->reason == NULL) {
             return -1;
         }
     }
@@ -772,7 +828,7 @@ static PyObject *engine_redeliver(PyObject *self, PyObject *Py_UNUSED(args))
         if (inner == NULL || !effectively_cancelled(inner)) {
             continue;
         }
-        int is_host = inner->host == t;
+        int is_host = SCOPE_HOST(inner) == t;
         if (deliver_to_task(e, t, Py_None, is_host) < 0) {
             engine_report_error("hother.cancelable: re-delivering a cancellation");
         }
@@ -802,7 +858,7 @@ static int LoopEngine_traverse(LoopEngine *e, visitproc visit, void *arg)
     Py_VISIT(e->timer);
     Py_VISIT(e->redeliver);
     Py_VISIT(e->pending);
-    Py_VISIT(e->tasks);
+    Py_VISIT(e->adopted);
     Py_VISIT(e->on_release);
     Py_VISIT(e->on_timer);
     Py_VISIT(e->on_redeliver);
@@ -814,7 +870,7 @@ static int LoopEngine_clear(LoopEngine *e)
     Py_CLEAR(e->timer);
     Py_CLEAR(e->redeliver);
     Py_CLEAR(e->pending);
-    Py_CLEAR(e->tasks);
+    Py_CLEAR(e->adopted);
     Py_CLEAR(e->on_release);
     Py_CLEAR(e->on_timer);
     Py_CLEAR(e->on_redeliver);
@@ -830,6 +886,7 @@ static void LoopEngine_dealloc(LoopEngine *e)
     }
     Py_CLEAR(e->loop_ref);
     cc_heap_free(&e->heap);
+    cc_pmap_free(&e->hosts); /* empty: every entered scope holds its engine */
     G.live_loop_engines--;
     PyObject_GC_Del(e);
 }
@@ -899,53 +956,108 @@ static PyObject *Scope_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (s == NULL) {
         return NULL;
     }
-    cc_heap_node_init(&s->node);
-    s->deadline = d;
-    s->shield = (unsigned char)shield;
-    G.live_scopes++;
+    scope_init_fields(s, shield, 0);
+    s->node.deadline = d;
     return (PyObject *)s;
+}
+
+void scope_init_fields(Scope *s, int shield, int embedded)
+{
+    /* the object comes zeroed from tp_alloc */
+    cc_heap_node_init(&s->node);
+    s->node.deadline = INFINITY;
+    s->shield = shield != 0;
+    s->embedded = embedded != 0;
+    if (!embedded) {
+        G.live_scopes++; /* live_objects()["CancelScope"]: the plain scope objects */
+    }
+}
+
+int scope_traverse_fields(Scope *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->engine);
+    Py_VISIT(SCOPE_HOST(s));
+    Py_VISIT(s->parent);
+    if (s->x != NULL) {
+        Py_VISIT(s->x->members);
+        Py_VISIT(s->x->anyio_outer);
+        Py_VISIT(s->x->anyio_shield);
+    }
+    return 0;
+}
+
+void scope_clear_fields(Scope *s)
+{
+    if (s->engine != NULL && s->state == 1) {
+        if (cc_heap_contains(&s->node)) {
+            cc_heap_remove(&s->engine->heap, &s->node);
+        }
+        if (s->hnode.key != NULL && cc_pmap_get(&s->engine->hosts, s->hnode.key) == &s->hnode) {
+            cc_pmap_remove(&s->engine->hosts, &s->hnode);
+        }
+        if (s->state == 1) {
+            s->engine->active_scopes--;
+            s->state = 2;
+        }
+    }
+    unlink_child(s);
+    Py_CLEAR(s->engine);
+    clear_host(s);
+    Py_CLEAR(s->parent);
+    if (s->x != NULL) {
+        Py_CLEAR(s->x->members);
+        Py_CLEAR(s->x->reason);
+        Py_CLEAR(s->x->anyio_outer);
+        Py_CLEAR(s->x->anyio_shield);
+    }
+}
+
+void scope_dealloc_fields(Scope *s)
+{
+    if (s->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)s);
+    }
+    /* children keep a strong reference to their parent, so none is linked here */
+    scope_clear_fields(s);
+    PyMem_Free(s->x);
+    s->x = NULL;
+    if (!s->embedded) {
+        G.live_scopes--;
+    }
 }
 
 static int Scope_traverse(Scope *s, visitproc visit, void *arg)
 {
-    Py_VISIT(s->engine);
-    Py_VISIT(s->host);
-    Py_VISIT(s->parent);
-    Py_VISIT(s->members);
-    Py_VISIT(s->anyio_outer);
-    Py_VISIT(s->anyio_shield);
-    return 0;
+    return scope_traverse_fields(s, visit, arg);
 }
 
 static int Scope_clear(Scope *s)
 {
-    if (s->engine != NULL && cc_heap_contains(&s->node)) {
-        cc_heap_remove(&s->engine->heap, &s->node);
-    }
-    unlink_child(s);
-    Py_CLEAR(s->engine);
-    Py_CLEAR(s->host);
-    Py_CLEAR(s->parent);
-    Py_CLEAR(s->members);
-    Py_CLEAR(s->reason);
-    Py_CLEAR(s->anyio_outer);
-    Py_CLEAR(s->anyio_shield);
+    scope_clear_fields(s);
     return 0;
 }
 
 static void Scope_dealloc(Scope *s)
 {
     PyObject_GC_UnTrack(s);
-    if (s->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)s);
-    }
-    /* children keep a strong reference to their parent, so none is linked here */
-    Scope_clear(s);
-    G.live_scopes--;
+    scope_dealloc_fields(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
 static void scope_detach(Scope *s);
+
+/* What only an active scope needs (the parent is kept: cheap, and keeps
+ * effectively-cancelled queries meaningful for late cancel() calls). The scope must no
+ * longer be in the host map. */
+static void release_active(Scope *s)
+{
+    clear_host(s);
+    Py_CLEAR(s->engine);
+    if (s->x != NULL) {
+        Py_CLEAR(s->x->members);
+        Py_CLEAR(s->x->anyio_outer);
+    }
+}
 
 static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now)
 {
@@ -962,24 +1074,33 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     if (cancelling == -1 && PyErr_Occurred()) {
         return -1;
     }
-    /* own the parent before the dict drops its reference to it */
+    PyObject *outer = anyio_state >= 0 ? anyio_scope_of(task) : NULL;
+    if (outer != NULL) {
+        ScopeX *x = scope_ext(s);
+        if (x == NULL) {
+            Py_DECREF(outer);
+            return -1;
+        }
+        Py_XSETREF(x->anyio_outer, outer);
+    }
     Scope *parent = innermost_of(e, task);
-    Py_XINCREF(parent);
-    if (PyDict_SetItem(e->tasks, task, (PyObject *)s) < 0) {
-        Py_XDECREF(parent);
+    Py_INCREF(task);
+    s->hnode.key = task;
+    if (set_innermost(e, task, s) < 0) {
+        clear_host(s);
+        if (s->x != NULL) {
+            Py_CLEAR(s->x->anyio_outer);
+        }
         return -1;
     }
-    s->cancelling_at_enter = cancelling;
-    if (anyio_state >= 0) {
-        Py_XSETREF(s->anyio_outer, anyio_scope_of(task));
-    }
+    Py_XINCREF(parent);
+    s->cancelling_at_enter =
+        cancelling > INT16_MAX ? INT16_MAX : (cancelling < 0 ? 0 : (int16_t)cancelling);
     Py_INCREF(e);
     s->engine = e;
-    Py_INCREF(task);
-    s->host = task;
     if (parent != NULL) {
         s->parent = parent; /* the reference taken above */
-        if (parent->host == task) {
+        if (SCOPE_HOST(parent) == task) {
             parent->host_inside = 0;
         }
         s->next_sib = parent->first_child;
@@ -991,20 +1112,20 @@ static int scope_enter_impl(Scope *s, PyObject *loop, PyObject *task, double now
     s->host_inside = 1;
     s->state = 1;
     e->active_scopes++;
-    if (!s->cancel_called && s->deadline != INFINITY) {
+    if (!s->cancel_called && s->node.deadline != INFINITY) {
         if (isnan(now) && loop_time(loop, &now) < 0) {
             goto undo;
         }
-        if (s->deadline <= now) {
+        if (s->node.deadline <= now) {
             if (scope_cancel_here(s, loop, NULL, 1) < 0) {
                 goto undo;
             }
         } else {
-            if (cc_heap_push(&e->heap, &s->node, s->deadline) < 0) {
+            if (cc_heap_push(&e->heap, &s->node, s->node.deadline) < 0) {
                 PyErr_NoMemory();
                 goto undo;
             }
-            if (engine_arm(e, loop, s->deadline) < 0) {
+            if (engine_arm(e, loop, s->node.deadline) < 0) {
                 goto undo;
             }
         }
@@ -1063,17 +1184,25 @@ static int enter_anyio_shield(Scope *s)
         return -1;
     }
     Py_DECREF(r);
-    s->anyio_shield = a;
+    ScopeX *x = scope_ext(s);
+    if (x == NULL) {
+        PyObject *res = PyObject_CallMethod(a, "__exit__", "OOO", Py_None, Py_None, Py_None);
+        Py_XDECREF(res);
+        PyErr_Clear();
+        Py_DECREF(a);
+        return -1;
+    }
+    x->anyio_shield = a;
     return 0;
 }
 
 static int exit_anyio_shield(Scope *s, PyObject *const *args)
 {
-    PyObject *a = s->anyio_shield;
+    PyObject *a = SX(s, anyio_shield);
     if (a == NULL) {
         return 0;
     }
-    s->anyio_shield = NULL;
+    s->x->anyio_shield = NULL;
     PyObject *r = PyObject_CallMethod(a, "__exit__", "OOO", args[0], args[1], args[2]);
     Py_DECREF(a);
     if (r == NULL) {
@@ -1085,8 +1214,9 @@ static int exit_anyio_shield(Scope *s, PyObject *const *args)
 
 static PyObject *Scope_exit_now(Scope *s, PyObject *exc);
 
-static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
+static PyObject *Scope_enter(PyObject *self, PyObject *Py_UNUSED(args))
 {
+    Scope *s = RESOLVE(self);
     if (s->state != 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Each CancelScope may only be used for a single 'with' block");
@@ -1124,8 +1254,8 @@ static PyObject *Scope_enter(Scope *s, PyObject *Py_UNUSED(args))
         PyErr_Restore(et, ev, etb);
         return NULL;
     }
-    Py_INCREF(s);
-    return (PyObject *)s;
+    Py_INCREF(self);
+    return self;
 }
 
 /* Uncancel the host `n` times. */
@@ -1144,11 +1274,15 @@ static int uncancel_n(PyObject *task, Py_ssize_t n)
 /* Returns 1 (swallow), 0 (propagate) or -1 (error set: raise it instead). */
 static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
 {
-    PyObject *task = s->host; /* strong until we clear it below */
+    PyObject *task = SCOPE_HOST(s); /* strong until the caller clears it */
     LoopEngine *e = s->engine;
     Scope *parent = s->parent;
     int result = 0;
 
+    /* the host map first: it is the only step that can fail (allocation) */
+    if (set_innermost(e, task, parent) < 0) {
+        return -1;
+    }
     s->state = 2;
     e->active_scopes--;
     if (cc_heap_contains(&s->node)) {
@@ -1156,10 +1290,7 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
     }
     unlink_child(s);
     if (parent != NULL) {
-        if (PyDict_SetItem(e->tasks, task, (PyObject *)parent) < 0) {
-            return -1;
-        }
-        if (parent->host == task) {
+        if (SCOPE_HOST(parent) == task) {
             parent->host_inside = 1;
         }
         if (effectively_cancelled(parent)) {
@@ -1167,14 +1298,10 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
                 return -1;
             }
         }
-    } else {
-        if (PyDict_DelItem(e->tasks, task) < 0) {
-            return -1;
-        }
     }
     int parent_visible = parent != NULL && !s->shield && effectively_cancelled(parent);
     if (s->cancel_called && !parent_visible) {
-        if (uncancel_n(task, s->cancel_count) < 0) {
+        if (uncancel_n(task, (Py_ssize_t)s->cancel_count) < 0) {
             return -1;
         }
         s->cancel_count = 0;
@@ -1227,8 +1354,9 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
         return 0;
     }
     if (s->cancel_count > 0) {
-        if (parent != NULL && parent->host == task && parent->state == 1) {
-            parent->cancel_count += s->cancel_count;
+        if (parent != NULL && SCOPE_HOST(parent) == task && parent->state == 1) {
+            int sum = (int)parent->cancel_count + s->cancel_count;
+            parent->cancel_count = sum > INT16_MAX ? INT16_MAX : (int16_t)sum;
         }
         s->cancel_count = 0;
     }
@@ -1240,7 +1368,7 @@ static int scope_exit_impl(Scope *s, PyObject *loop, PyObject *exc)
 static void scope_detach(Scope *s)
 {
     LoopEngine *e = s->engine;
-    PyObject *task = s->host;
+    PyObject *task = SCOPE_HOST(s);
     Scope *parent = s->parent;
     s->state = 2;
     if (e != NULL) {
@@ -1249,23 +1377,25 @@ static void scope_detach(Scope *s)
             cc_heap_remove(&e->heap, &s->node);
         }
         if (task != NULL && innermost_of(e, task) == s) {
-            int rc = parent != NULL ? PyDict_SetItem(e->tasks, task, (PyObject *)parent)
-                                    : PyDict_DelItem(e->tasks, task);
-            if (rc < 0) {
+            if (set_innermost(e, task, parent) < 0) {
+                /* no memory to give the parent its entry back: at least forget s */
                 PyErr_Clear();
+                cc_pmap_remove(&e->hosts, &s->hnode);
             }
-            if (parent != NULL && parent->host == task) {
+            if (parent != NULL && SCOPE_HOST(parent) == task) {
                 parent->host_inside = 1;
             }
+        }
+        if (cc_pmap_get(&e->hosts, task) == &s->hnode) {
+            cc_pmap_remove(&e->hosts, &s->hnode);
         }
     }
     unlink_child(s);
     s->cancel_count = 0;
-    Py_CLEAR(s->anyio_shield); /* anyio's own scope is finalised by anyio */
-    Py_CLEAR(s->host);
-    Py_CLEAR(s->engine);
-    Py_CLEAR(s->members);
-    Py_CLEAR(s->anyio_outer);
+    if (s->x != NULL) {
+        Py_CLEAR(s->x->anyio_shield); /* anyio's own scope is finalised by anyio */
+    }
+    release_active(s);
 }
 
 int scope_detach_c(PyObject *scope)
@@ -1277,8 +1407,9 @@ int scope_detach_c(PyObject *scope)
     return 0;
 }
 
-static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *Scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    Scope *s = RESOLVE(self);
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "__exit__ expects 3 arguments");
         return NULL;
@@ -1320,7 +1451,7 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(loop);
         return NULL;
     }
-    if (task != s->host) {
+    if (task != SCOPE_HOST(s)) {
         Py_DECREF(task);
         Py_DECREF(loop);
         if (closing) {
@@ -1333,24 +1464,21 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_DECREF(task);
-    if (innermost_of(s->engine, s->host) != s) {
+    if (innermost_of(s->engine, SCOPE_HOST(s)) != s) {
         Py_DECREF(loop);
         PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
                                             "current task's current cancel scope");
         return NULL;
     }
-    if (s->anyio_shield != NULL && exit_anyio_shield(s, args) < 0) {
+    if (SX(s, anyio_shield) != NULL && exit_anyio_shield(s, args) < 0) {
         /* anyio refused (out of order): report, our own exit still runs */
         engine_report_error("hother.cancelable: exiting the companion anyio shield");
     }
     int rc = scope_exit_impl(s, loop, args[1]);
     Py_DECREF(loop);
-    /* release what only an active scope needs (keep parent: cheap, and keeps
-     * effectively-cancelled queries meaningful for late cancel() calls) */
-    Py_CLEAR(s->host);
-    Py_CLEAR(s->engine);
-    Py_CLEAR(s->members);
-    Py_CLEAR(s->anyio_outer);
+    if (s->state == 2) {
+        release_active(s);
+    }
     if (rc < 0) {
         return NULL;
     }
@@ -1360,7 +1488,7 @@ static PyObject *Scope_exit(Scope *s, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *Scope_exit_now(Scope *s, PyObject *exc)
 {
     PyObject *args[3] = {Py_None, exc, Py_None};
-    return Scope_exit(s, args, 3);
+    return Scope_exit((PyObject *)s, args, 3);
 }
 
 static PyObject *scope_cancel_cb(PyObject *self, PyObject *reason)
@@ -1384,8 +1512,9 @@ static PyObject *scope_cancel_cb(PyObject *self, PyObject *reason)
 
 static PyMethodDef scope_cancel_def = {"_cancel_on_loop", scope_cancel_cb, METH_O, NULL};
 
-static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
+static PyObject *Scope_cancel(PyObject *self, PyObject *args, PyObject *kwds)
 {
+    Scope *s = RESOLVE(self);
     static char *kwlist[] = {"reason", NULL};
     PyObject *reason = Py_None;
     if (args != NULL && !PyArg_ParseTupleAndKeywords(args, kwds, "|O:cancel", kwlist, &reason)) {
@@ -1401,10 +1530,14 @@ static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
     }
     if (s->state != 1 || s->engine == NULL) {
         s->cancel_called = 1;
-        if (reason != Py_None && s->reason == NULL) {
-            s->reason =
+        if (reason != Py_None && SX(s, reason) == NULL) {
+            ScopeX *x = scope_ext(s);
+            if (x == NULL) {
+                return NULL;
+            }
+            x->reason =
                 PyUnicode_FromFormat("Cancelled by cancel scope %p; reason: %U", (void *)s, reason);
-            if (s->reason == NULL) {
+            if (x->reason == NULL) {
                 return NULL;
             }
         }
@@ -1449,18 +1582,24 @@ static PyObject *Scope_cancel(Scope *s, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
-static PyObject *Scope_get_deadline(Scope *s, void *Py_UNUSED(c))
+static PyObject *Scope_get_deadline(PyObject *self, void *Py_UNUSED(c))
 {
-    return PyFloat_FromDouble(s->deadline);
+    Scope *s = RESOLVE(self);
+    return PyFloat_FromDouble(s->node.deadline);
 }
 
-static int Scope_set_deadline(Scope *s, PyObject *value, void *Py_UNUSED(c))
+static int Scope_set_deadline(PyObject *self, PyObject *value, void *Py_UNUSED(c))
 {
+    Scope *s = RESOLVE(self);
     double d;
     if (parse_deadline(value, &d) < 0) {
         return -1;
     }
-    s->deadline = d;
+    if (cc_heap_contains(&s->node) && s->engine != NULL && s->state == 1) {
+        cc_heap_update(&s->engine->heap, &s->node, d); /* keeps the heap ordered */
+    } else {
+        s->node.deadline = d;
+    }
     if (s->state != 1 || s->engine == NULL || s->cancel_called) {
         return 0;
     }
@@ -1481,6 +1620,7 @@ static int Scope_set_deadline(Scope *s, PyObject *value, void *Py_UNUSED(c))
     int rc = 0;
     if (d == INFINITY) {
         cc_heap_remove(&e->heap, &s->node);
+        s->node.deadline = d;
     } else {
         double now;
         if (loop_time(loop, &now) < 0) {
@@ -1503,13 +1643,15 @@ static int Scope_set_deadline(Scope *s, PyObject *value, void *Py_UNUSED(c))
     return rc;
 }
 
-static PyObject *Scope_get_shield(Scope *s, void *Py_UNUSED(c))
+static PyObject *Scope_get_shield(PyObject *self, void *Py_UNUSED(c))
 {
+    Scope *s = RESOLVE(self);
     return PyBool_FromLong(s->shield);
 }
 
-static int Scope_set_shield(Scope *s, PyObject *value, void *Py_UNUSED(c))
+static int Scope_set_shield(PyObject *self, PyObject *value, void *Py_UNUSED(c))
 {
+    Scope *s = RESOLVE(self);
     if (value == NULL || !PyBool_Check(value)) {
         PyErr_Format(PyExc_TypeError, "shield must be a bool, not %.100s",
                      value == NULL ? "nothing" : Py_TYPE(value)->tp_name);
@@ -1520,7 +1662,8 @@ static int Scope_set_shield(Scope *s, PyObject *value, void *Py_UNUSED(c))
         return 0;
     }
     s->shield = (unsigned char)v;
-    if (s->anyio_shield != NULL && PyObject_SetAttrString(s->anyio_shield, "shield", value) < 0) {
+    if (SX(s, anyio_shield) != NULL &&
+        PyObject_SetAttrString(s->x->anyio_shield, "shield", value) < 0) {
         return -1;
     }
     if (!v && s->state == 1 && s->engine != NULL && s->parent != NULL &&
@@ -1545,8 +1688,9 @@ static int Scope_set_shield(Scope *s, PyObject *value, void *Py_UNUSED(c))
     return 0;
 }
 
-static PyObject *Scope_get_flag(Scope *s, void *closure)
+static PyObject *Scope_get_flag(PyObject *self, void *closure)
 {
+    Scope *s = RESOLVE(self);
     switch ((int)(intptr_t)closure) {
     case 0:
         return PyBool_FromLong(s->cancel_called);
@@ -1561,19 +1705,22 @@ static PyObject *Scope_get_flag(Scope *s, void *closure)
     }
 }
 
-static PyObject *Scope_get_host(Scope *s, void *Py_UNUSED(c))
+static PyObject *Scope_get_host(PyObject *self, void *Py_UNUSED(c))
 {
-    if (s->host == NULL) {
+    Scope *s = RESOLVE(self);
+    PyObject *h = SCOPE_HOST(s);
+    if (h == NULL) {
         Py_RETURN_NONE;
     }
-    Py_INCREF(s->host);
-    return s->host;
+    Py_INCREF(h);
+    return h;
 }
 
-static PyObject *Scope_repr(Scope *s)
+static PyObject *Scope_repr(PyObject *self)
 {
+    Scope *s = RESOLVE(self);
     const char *state = s->state == 0 ? "new" : (s->state == 1 ? "active" : "exited");
-    PyObject *d = PyFloat_FromDouble(s->deadline);
+    PyObject *d = PyFloat_FromDouble(s->node.deadline);
     if (d == NULL) {
         return NULL;
     }
@@ -1629,38 +1776,130 @@ static PyTypeObject Scope_Type = {
     .tp_weaklistoffset = offsetof(Scope, weakreflist),
 };
 
-/* ------------------------------------------------------------------------- */
-/* C API for the other files of the binding (declared in engine.h)           */
-
-PyObject *scope_create(int shield)
+static int ScopeView_traverse(ScopeView *v, visitproc visit, void *arg)
 {
-    Scope *s = PyObject_GC_New(Scope, &Scope_Type);
-    if (s == NULL) {
+    Py_VISIT(v->target);
+    return 0;
+}
+
+static int ScopeView_clear(ScopeView *v)
+{
+    Scope *t = v->target;
+    if (t != NULL) {
+        if (t->x != NULL && t->x->view == (PyObject *)v) {
+            t->x->view = NULL;
+        }
+        v->target = NULL;
+        Py_DECREF(t);
+    }
+    return 0;
+}
+
+static void ScopeView_dealloc(ScopeView *v)
+{
+    PyObject_GC_UnTrack(v);
+    if (v->base.weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)v);
+    }
+    ScopeView_clear(v);
+    Py_TYPE(v)->tp_free((PyObject *)v);
+}
+
+static PyObject *ScopeView_new(PyTypeObject *Py_UNUSED(t), PyObject *Py_UNUSED(a),
+                               PyObject *Py_UNUSED(k))
+{
+    PyErr_SetString(PyExc_TypeError,
+                    "the scope view of an operation cannot be created directly (use op.scope)");
+    return NULL;
+}
+
+static PyTypeObject ScopeView_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hother.cancelable._engine.OperationScope",
+    .tp_basicsize = sizeof(ScopeView),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The cancel scope of a running Cancellable (a CancelScope acting on the operation).",
+    .tp_base = &Scope_Type,
+    .tp_new = ScopeView_new,
+    .tp_traverse = (traverseproc)ScopeView_traverse,
+    .tp_clear = (inquiry)ScopeView_clear,
+    .tp_dealloc = (destructor)ScopeView_dealloc,
+};
+
+PyObject *scope_public(Scope *s)
+{
+    if (!s->embedded) {
+        Py_INCREF(s);
+        return (PyObject *)s;
+    }
+    ScopeX *x = scope_ext(s);
+    if (x == NULL) {
         return NULL;
     }
-    cc_heap_node_init(&s->node);
-    s->deadline = INFINITY;
-    s->engine = NULL;
-    s->host = NULL;
-    s->parent = NULL;
-    s->first_child = s->next_sib = s->prev_sib = NULL;
-    s->members = NULL;
-    s->reason = NULL;
-    s->cancel_count = 0;
-    s->cancelling_at_enter = 0;
-    s->state = 0;
-    s->shield = (unsigned char)(shield != 0);
-    s->cancel_called = 0;
-    s->cancelled_caught = 0;
-    s->deadline_reached = 0;
-    s->host_inside = 0;
-    s->weakreflist = NULL;
-    s->anyio_outer = NULL;
-    s->anyio_shield = NULL;
-    G.live_scopes++;
-    PyObject_GC_Track(s);
-    return (PyObject *)s;
+    if (x->view != NULL) {
+        Py_INCREF(x->view);
+        return x->view;
+    }
+    ScopeView *v = PyObject_GC_New(ScopeView, &ScopeView_Type);
+    if (v == NULL) {
+        return NULL;
+    }
+    memset((char *)v + sizeof(PyObject), 0, sizeof(ScopeView) - sizeof(PyObject));
+    cc_heap_node_init(&v->base.node);
+    v->base.node.deadline = INFINITY;
+    Py_INCREF(s);
+    v->target = s;
+    x->view = (PyObject *)v; /* borrowed: cleared by the view's dealloc */
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
 }
+
+/* Drop every entry of `task` (host map and adopted root). Never raises. */
+static void forget_task(LoopEngine *e, PyObject *task)
+{
+    cc_pmap_node *n = cc_pmap_get(&e->hosts, task);
+    if (n != NULL) {
+        cc_pmap_remove(&e->hosts, n);
+    }
+    if (e->adopted != NULL && PyDict_GET_SIZE(e->adopted) > 0 &&
+        PyDict_DelItem(e->adopted, task) < 0) {
+        PyErr_Clear();
+    }
+}
+
+/* Number of tasks with an innermost scope in e. */
+static Py_ssize_t engine_task_count(LoopEngine *e)
+{
+    Py_ssize_t n = (Py_ssize_t)cc_pmap_len(&e->hosts);
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (e->adopted != NULL && PyDict_Next(e->adopted, &pos, &k, &v)) {
+        n += cc_pmap_get(&e->hosts, k) == NULL;
+    }
+    return n;
+}
+
+/* Append the tasks with an innermost scope in e to list. 0 or -1. */
+static int engine_task_keys(LoopEngine *e, PyObject *list)
+{
+    size_t bucket = 0;
+    cc_pmap_node *cursor = NULL, *n;
+    while ((n = cc_pmap_next(&e->hosts, &bucket, &cursor)) != NULL) {
+        if (PyList_Append(list, (PyObject *)n->key) < 0) {
+            return -1;
+        }
+    }
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (e->adopted != NULL && PyDict_Next(e->adopted, &pos, &k, &v)) {
+        if (cc_pmap_get(&e->hosts, k) == NULL && PyList_Append(list, k) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* C API for the other files of the binding (declared in engine.h)           */
 
 int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeout)
 {
@@ -1675,7 +1914,7 @@ int scope_enter_c(PyObject *scope, PyObject *loop, PyObject *task, double timeou
         if (loop_time(loop, &now) < 0) {
             return -1;
         }
-        s->deadline = now + timeout;
+        s->node.deadline = now + timeout;
     }
     return scope_enter_impl(s, loop, task, now);
 }
@@ -1687,22 +1926,21 @@ int scope_exit_c(PyObject *scope, PyObject *loop, PyObject *task, PyObject *exc)
         PyErr_SetString(PyExc_RuntimeError, "This cancel scope is not active");
         return -1;
     }
-    if (task != s->host) {
+    if (task != SCOPE_HOST(s)) {
         PyErr_SetString(
             PyExc_RuntimeError,
             "Attempted to exit cancel scope in a different task than it was entered in");
         return -1;
     }
-    if (innermost_of(s->engine, s->host) != s) {
+    if (innermost_of(s->engine, SCOPE_HOST(s)) != s) {
         PyErr_SetString(PyExc_RuntimeError, "Attempted to exit a cancel scope that isn't the "
                                             "current task's current cancel scope");
         return -1;
     }
     int rc = scope_exit_impl(s, loop, exc);
-    Py_CLEAR(s->host);
-    Py_CLEAR(s->engine);
-    Py_CLEAR(s->members);
-    Py_CLEAR(s->anyio_outer);
+    if (s->state == 2) {
+        release_active(s);
+    }
     return rc;
 }
 
@@ -1752,7 +1990,10 @@ static PyObject *view_get(PyObject *Py_UNUSED(self), PyObject *const *args, Py_s
         return NULL;
     }
     Scope *s = innermost_of(e, args[0]);
-    PyObject *r = s != NULL ? (PyObject *)s : (n == 2 ? args[1] : Py_None);
+    if (s != NULL) {
+        return scope_public(s);
+    }
+    PyObject *r = n == 2 ? args[1] : Py_None;
     Py_INCREF(r);
     return r;
 }
@@ -1776,12 +2017,12 @@ static PyObject *view_pop(PyObject *Py_UNUSED(self), PyObject *const *args, Py_s
         PyErr_SetObject(PyExc_KeyError, args[0]);
         return NULL;
     }
-    Py_INCREF(s);
-    if (PyDict_DelItem(e->tasks, args[0]) < 0) {
-        Py_DECREF(s);
+    PyObject *r = scope_public(s);
+    if (r == NULL) {
         return NULL;
     }
-    return (PyObject *)s;
+    forget_task(e, args[0]);
+    return r;
 }
 
 static PyObject *view_subscript(PyObject *self, PyObject *key)
@@ -1796,8 +2037,7 @@ static PyObject *view_subscript(PyObject *self, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    Py_INCREF(s);
-    return (PyObject *)s;
+    return scope_public(s);
 }
 
 static int view_ass_subscript(PyObject *Py_UNUSED(self), PyObject *key, PyObject *value)
@@ -1810,14 +2050,29 @@ static int view_ass_subscript(PyObject *Py_UNUSED(self), PyObject *key, PyObject
         return -1;
     }
     if (value == NULL) {
-        return PyDict_DelItem(e->tasks, key);
+        if (innermost_of(e, key) == NULL) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return -1;
+        }
+        forget_task(e, key);
+        return 0;
     }
     if (!PyObject_TypeCheck(value, &Scope_Type)) {
         PyErr_Format(PyExc_TypeError, "value must be a CancelScope, not %.100s",
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    return PyDict_SetItem(e->tasks, key, value);
+    Scope *to = RESOLVE(value);
+    if (SCOPE_HOST(to) == key) {
+        if (PyDict_GET_SIZE(e->adopted) > 0 && PyDict_DelItem(e->adopted, key) < 0) {
+            PyErr_Clear();
+        }
+        return set_innermost(e, key, to);
+    }
+    if (PyDict_SetItem(e->adopted, key, (PyObject *)to) < 0) {
+        return -1;
+    }
+    return set_innermost(e, key, NULL);
 }
 
 static Py_ssize_t view_len(PyObject *Py_UNUSED(self))
@@ -1825,8 +2080,8 @@ static Py_ssize_t view_len(PyObject *Py_UNUSED(self))
     Py_ssize_t n = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all_engines); i++) {
         PyObject *e = PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i));
-        if (e != Py_None && ((LoopEngine *)e)->tasks != NULL) {
-            n += PyDict_GET_SIZE(((LoopEngine *)e)->tasks);
+        if (e != Py_None) {
+            n += engine_task_count((LoopEngine *)e);
         }
     }
     return n;
@@ -1856,16 +2111,12 @@ static PyObject *view_iter(PyObject *Py_UNUSED(self))
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all_engines); i++) {
         PyObject *e = PyWeakref_GetObject(PyList_GET_ITEM(all_engines, i));
-        if (e == Py_None || ((LoopEngine *)e)->tasks == NULL) {
+        if (e == Py_None) {
             continue;
         }
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(((LoopEngine *)e)->tasks, &pos, &k, &v)) {
-            if (PyList_Append(keys, k) < 0) {
-                Py_DECREF(keys);
-                return NULL;
-            }
+        if (engine_task_keys((LoopEngine *)e, keys) < 0) {
+            Py_DECREF(keys);
+            return NULL;
         }
     }
     PyObject *it = PyObject_GetIter(keys);
@@ -1906,17 +2157,23 @@ static PyTypeObject TaskScopesView_Type = {
 static PyObject *release_task(PyObject *self, PyObject *task)
 {
     LoopEngine *e = (LoopEngine *)self;
-    Scope *scope = innermost_of(e, task);
-    if (scope == NULL || scope->host == task) {
+    if (e->adopted == NULL || PyDict_GET_SIZE(e->adopted) == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *found = PyDict_GetItemWithError(e->adopted, task);
+    if (found == NULL) {
+        PyErr_Clear(); /* unhashable: never adopted */
         Py_RETURN_NONE;
     }
     /* the task's root is an adopted membership: drop it */
+    Scope *scope = (Scope *)found;
     Py_INCREF(scope);
-    if (scope->members != NULL) {
-        Py_ssize_t n = PyList_GET_SIZE(scope->members);
+    PyObject *members = SX(scope, members);
+    if (members != NULL) {
+        Py_ssize_t n = PyList_GET_SIZE(members);
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (PyList_GET_ITEM(scope->members, i) == task) {
-                if (PySequence_DelItem(scope->members, i) < 0) {
+            if (PyList_GET_ITEM(members, i) == task) {
+                if (PySequence_DelItem(members, i) < 0) {
                     Py_DECREF(scope);
                     return NULL;
                 }
@@ -1925,7 +2182,7 @@ static PyObject *release_task(PyObject *self, PyObject *task)
         }
     }
     Py_DECREF(scope);
-    if (PyDict_DelItem(e->tasks, task) < 0) {
+    if (PyDict_DelItem(e->adopted, task) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1943,7 +2200,7 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
                      Py_TYPE(args[1])->tp_name);
         return NULL;
     }
-    Scope *s = (Scope *)args[1];
+    Scope *s = RESOLVE(args[1]);
     if (s->state != 1) {
         PyErr_SetString(PyExc_RuntimeError, "adopt_task: the scope is not active");
         return NULL;
@@ -1962,10 +2219,7 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
         return NULL;
     }
     LoopEngine *e = s->engine;
-    int present = PyDict_Contains(e->tasks, task);
-    if (present < 0) {
-        return NULL;
-    }
+    int present = innermost_of(e, task) != NULL;
     if (present) {
         PyErr_SetString(PyExc_RuntimeError, "adopt_task: the task is already inside a scope");
         return NULL;
@@ -1976,16 +2230,20 @@ static PyObject *adopt_task(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
         return NULL;
     }
     Py_DECREF(r);
-    if (s->members == NULL) {
-        s->members = PyList_New(0);
-        if (s->members == NULL) {
+    ScopeX *x = scope_ext(s);
+    if (x == NULL) {
+        return NULL;
+    }
+    if (x->members == NULL) {
+        x->members = PyList_New(0);
+        if (x->members == NULL) {
             return NULL;
         }
     }
-    if (PyList_Append(s->members, task) < 0) {
+    if (PyList_Append(x->members, task) < 0) {
         return NULL;
     }
-    if (PyDict_SetItem(e->tasks, task, (PyObject *)s) < 0) {
+    if (PyDict_SetItem(e->adopted, task, (PyObject *)s) < 0) {
         return NULL;
     }
     if (effectively_cancelled(s)) {
@@ -2049,8 +2307,7 @@ static PyObject *current_scope(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
     if (s == NULL) {
         Py_RETURN_NONE;
     }
-    Py_INCREF(s);
-    return (PyObject *)s;
+    return scope_public(s);
 }
 
 static PyObject *loop_stats(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
@@ -2115,7 +2372,8 @@ static PyMethodDef scope_module_methods[] = {
 
 int engine_scope_init(PyObject *m)
 {
-    if (PyType_Ready(&Scope_Type) < 0 || PyType_Ready(&LoopEngine_Type) < 0) {
+    if (PyType_Ready(&Scope_Type) < 0 || PyType_Ready(&LoopEngine_Type) < 0 ||
+        PyType_Ready(&ScopeView_Type) < 0) {
         return -1;
     }
     all_engines = PyList_New(0);
@@ -2167,6 +2425,9 @@ int engine_scope_init(PyObject *m)
     Py_INCREF(&Scope_Type);
     if (PyModule_AddObject(m, "CancelScope", (PyObject *)&Scope_Type) < 0) {
         Py_DECREF(&Scope_Type);
+        return -1;
+    }
+    if (PyModule_AddType(m, &ScopeView_Type) < 0) {
         return -1;
     }
     Py_INCREF(&LoopEngine_Type);

@@ -27,6 +27,7 @@ import functools
 import inspect
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -154,6 +155,9 @@ class Cancellable(_engine.CancellableCore):
 
     # Construction, state fields, with_timeout(), __aenter__/__aexit__ (fast path) and the
     # lazy `_token` live in the C base `_engine.CancellableCore`; see _ext/cancellable.c.
+    # No instance __dict__: a live operation's memory is a target (docs/performance.md);
+    # user data goes in `metadata`. Subclasses without __slots__ get a __dict__ as usual.
+    __slots__ = ()
     # Signature: Cancellable(operation_id=None, name=None, parent=None, metadata=None,
     #                        register_globally=False)
     _ctx: OperationContext | None
@@ -508,6 +512,7 @@ class Cancellable(_engine.CancellableCore):
                 OperationRegistry.get_instance().unregister_sync(self.operation_id)
             except Exception:
                 logger.exception("hother.cancelable: unregistering an operation failed")
+        self._restore_current()  # the C fast enter keeps the previous value itself
         if self._cv_token is not None:
             try:
                 _current_operation.reset(self._cv_token)
@@ -527,7 +532,7 @@ class Cancellable(_engine.CancellableCore):
             return tok.reason or CancellationReason.MANUAL, tok.message
         scope = self._scope
         if scope is not None and scope.cancel_called:
-            if self._deadline_passed(scope):
+            if self._timed_out or self._deadline_passed(scope):
                 return CancellationReason.TIMEOUT, "Operation timed out"
             for source in self._sources:
                 if getattr(source, "triggered", False):
@@ -830,6 +835,39 @@ def _anyio_backend() -> Any:
     return get_backend("anyio")
 
 
+async def _trio_deadline_service(deadlines: Any) -> None:
+    """One system task per trio run: cancels ``with_timeout`` operations at their deadline.
+
+    The C fast path keeps the deadlines of the run in ``deadlines`` (a heap, see
+    ``TrioDeadlines`` in _ext/cancellable.c) and enters ``trio.CancelScope()`` without one,
+    which saves trio's own per-block deadline bookkeeping. This task sleeps in a scope whose
+    deadline is the earliest one; the engine moves it earlier when an earlier deadline comes.
+    """
+    import trio
+
+    try:
+        while True:
+            with trio.CancelScope(deadline=deadlines._next()) as scope:
+                deadlines._set_waker(scope, scope.deadline)
+                await trio.sleep_forever()
+            deadlines._set_waker(None, math.inf)
+            deadlines._fire(trio.current_time())
+    finally:
+        deadlines._close()
+
+
+def _start_trio_deadlines(deadlines: Any, runner: Any) -> None:
+    import trio
+
+    trio.lowlevel.spawn_system_task(
+        _trio_deadline_service, deadlines, name="hother.cancelable: with_timeout deadlines"
+    )
+    _trio_run_state[runner] = deadlines
+
+
+_trio_run_state: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def _hand_over_to_engine() -> None:
     import threading
     import weakref as _weakref
@@ -862,6 +900,8 @@ def _hand_over_to_engine() -> None:
             "backend_override": detection._override,
             "sniffio_local": sniffio.thread_local,
             "sniffio_cvar": sniffio.current_async_library_cvar,
+            "trio_deadline_start": _start_trio_deadlines,
+            "trio_run_state": _trio_run_state,
         }
     )
     del threading
