@@ -128,6 +128,85 @@ def test_long_link_chains_are_followed_without_recursion() -> None:
     assert all(t.reason == CancellationReason.SIGNAL and t.message == "deep" for t in chain)
 
 
+def test_a_chain_of_links_of_any_depth_is_followed() -> None:
+    """The cascade's stack is a list through the tokens: no depth limit, no allocation."""
+    chain = [TokenCore()]
+    for _ in range(20_000):
+        nxt = TokenCore()
+        nxt._link_from(chain[-1])
+        chain.append(nxt)
+    seen: list[Any] = []
+    chain[-1]._add_hook(seen.append)
+    chain[0]._cancel(CancellationReason.MANUAL)
+    assert all(t.is_cancelled for t in chain) and seen == [chain[-1]]
+    assert chain[1].reason == CancellationReason.PARENT
+
+
+def test_hooks_and_links_are_frozen_while_the_cascade_runs() -> None:
+    """Once cancelled, a token has no hooks to remove or unlink (they run regardless), and
+    hooks added meanwhile are dispatched at once."""
+    source = TokenCore()
+    target = TokenCore()
+    order: list[str] = []
+    outcomes: list[Any] = []
+
+    def first(t: Any) -> None:
+        order.append("first")
+        outcomes.append(source._remove_hook(second_handle))
+        outcomes.append(target._unlink_from(source))
+        outcomes.append(source._hook_count)
+        outcomes.append(source._add_hook(lambda t: order.append("added"), executor=None))
+
+    source._add_hook(first, executor=None)
+    second_handle = source._add_hook(lambda t: order.append("second"), executor=None)
+    target._link_from(source)
+    target._add_hook(lambda t: order.append("target"), executor=None)
+    assert source._hook_count == 3
+    assert source._cancel(CancellationReason.MANUAL) is True
+    assert outcomes == [False, False, 0, 0]
+    assert order == ["first", "added", "second", "target"]
+    assert target.is_cancelled and source._hook_count == 0 and target._hook_count == 0
+
+
+def test_a_source_cancelled_while_the_link_is_made() -> None:
+    """A collection triggered by _link_from's own allocation (the weak reference) runs a
+    callback that cancels the source: the new link must not be lost in the cancelled source.
+    Collections are forced at each of the call's first allocations in turn."""
+    fired = 0
+    for threshold in range(1, 5):
+        source = TokenCore()
+        target = TokenCore()
+        armed = [True]
+
+        def on_gc(phase: str, info: Any, source: Any = source, armed: Any = armed) -> None:
+            if armed[0] and phase == "start":
+                armed[0] = False
+                source._cancel(CancellationReason.SIGNAL, "by the collector")
+
+        saved = gc.get_threshold()
+        gc.collect()  # the allocation count starts from zero
+        gc.callbacks.append(on_gc)
+        try:
+            gc.set_threshold(threshold)
+            target._link_from(source, preserve_reason=True)
+        finally:
+            gc.set_threshold(*saved)
+            gc.callbacks.remove(on_gc)
+        if armed[0]:
+            continue  # no collection during the call
+        fired += 1
+        assert source.is_cancelled and target.is_cancelled, threshold
+        assert target.reason == CancellationReason.SIGNAL
+        assert target.message == "by the collector"
+    assert fired > 0
+
+
+def test_collect_returns_a_pair_also_when_the_cancel_is_lost() -> None:
+    token = TokenCore()
+    assert token._cancel(CancellationReason.MANUAL, collect=True) == (True, [])
+    assert token._cancel(CancellationReason.MANUAL, collect=True) == (False, [])
+
+
 def test_links_to_collected_tokens_are_dropped_when_the_array_grows() -> None:
     source = TokenCore()
     targets = [TokenCore() for _ in range(4)]

@@ -121,10 +121,21 @@ PyMODINIT_FUNC PyInit__engine(void)
     if (events == NULL) {
         goto error;
     }
-    if ((G.get_running_loop = PyObject_GetAttrString(events, "_get_running_loop")) == NULL ||
-        (G.current_task = PyObject_GetAttrString(asyncio, "current_task")) == NULL ||
-        (G.CancelledError = PyObject_GetAttrString(asyncio, "CancelledError")) == NULL ||
-        (G.FutureType = PyObject_GetAttrString(asyncio, "Future")) == NULL) {
+    /* one call at a time: none may run with the exception of a failed one set */
+    G.get_running_loop = PyObject_GetAttrString(events, "_get_running_loop");
+    if (G.get_running_loop == NULL) {
+        goto error;
+    }
+    G.current_task = PyObject_GetAttrString(asyncio, "current_task");
+    if (G.current_task == NULL) {
+        goto error;
+    }
+    G.CancelledError = PyObject_GetAttrString(asyncio, "CancelledError");
+    if (G.CancelledError == NULL) {
+        goto error;
+    }
+    G.FutureType = PyObject_GetAttrString(asyncio, "Future");
+    if (G.FutureType == NULL) {
         goto error;
     }
     {
@@ -135,6 +146,10 @@ PyMODINIT_FUNC PyInit__engine(void)
         PyObject *ct = PyObject_GetAttrString(tasks_mod, "_current_tasks");
         Py_DECREF(tasks_mod);
         if (ct == NULL) {
+            /* a Python without the dict: asyncio.current_task() is used instead */
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                goto error;
+            }
             PyErr_Clear();
         } else if (PyDict_CheckExact(ct)) {
             G.current_tasks = ct;
@@ -168,5 +183,11 @@ error:
     Py_XDECREF(asyncio);
     Py_XDECREF(events);
     Py_XDECREF(m);
+    /* a later import attempt starts again from scratch */
+    Py_CLEAR(G.get_running_loop);
+    Py_CLEAR(G.current_task);
+    Py_CLEAR(G.current_tasks);
+    Py_CLEAR(G.CancelledError);
+    Py_CLEAR(G.FutureType);
     return NULL;
 }

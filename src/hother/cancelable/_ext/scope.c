@@ -2376,15 +2376,20 @@ int engine_scope_init(PyObject *m)
         PyType_Ready(&ScopeView_Type) < 0) {
         return -1;
     }
-    all_engines = PyList_New(0);
-    s_engine_attr = PyUnicode_InternFromString(ENGINE_ATTR);
-    s_cancel_scope = PyUnicode_InternFromString("cancel_scope");
-    s_parent_scope = PyUnicode_InternFromString("_parent_scope");
-    s_shield_attr = PyUnicode_InternFromString("shield");
-    if (s_cancel_scope == NULL || s_parent_scope == NULL || s_shield_attr == NULL) {
+    /* one call at a time: none may run with the exception of a failed one set */
+    if ((all_engines = PyList_New(0)) == NULL) {
         return -1;
     }
-    if (all_engines == NULL || s_engine_attr == NULL) {
+    if ((s_engine_attr = PyUnicode_InternFromString(ENGINE_ATTR)) == NULL) {
+        return -1;
+    }
+    if ((s_cancel_scope = PyUnicode_InternFromString("cancel_scope")) == NULL) {
+        return -1;
+    }
+    if ((s_parent_scope = PyUnicode_InternFromString("_parent_scope")) == NULL) {
+        return -1;
+    }
+    if ((s_shield_attr = PyUnicode_InternFromString("shield")) == NULL) {
         return -1;
     }
     {
@@ -2411,15 +2416,17 @@ int engine_scope_init(PyObject *m)
         if (abstract_loop_type == NULL) {
             return -1;
         }
-        if (base_loop_time == NULL) {
-            return -1;
-        }
     }
-    s_get_coro = PyUnicode_InternFromString("get_coro");
-    s_cr_running = PyUnicode_InternFromString("cr_running");
-    s_cr_suspended = PyUnicode_InternFromString("cr_suspended");
-    s_cr_frame = PyUnicode_InternFromString("cr_frame");
-    if (!s_get_coro || !s_cr_running || !s_cr_suspended || !s_cr_frame) {
+    if ((s_get_coro = PyUnicode_InternFromString("get_coro")) == NULL) {
+        return -1;
+    }
+    if ((s_cr_running = PyUnicode_InternFromString("cr_running")) == NULL) {
+        return -1;
+    }
+    if ((s_cr_suspended = PyUnicode_InternFromString("cr_suspended")) == NULL) {
+        return -1;
+    }
+    if ((s_cr_frame = PyUnicode_InternFromString("cr_frame")) == NULL) {
         return -1;
     }
     Py_INCREF(&Scope_Type);

@@ -1,13 +1,15 @@
 /* token.c: _engine.TokenCore, the state and hook engine of a cancellation token.
  *
  * The one-shot transition is a cc_state (atomic compare-exchange): exactly one caller, from
- * any thread, wins the cancellation. The winner stores reason/message, publishes, detaches
- * the hook list (the token keeps no hooks afterwards) and runs the hooks in registration
- * order:
+ * any thread, wins the cancellation. The winner stores reason/message, publishes, and runs
+ * the hooks in registration order (they can no longer be added, removed or unlinked: to
+ * everyone else a cancelled token has no hooks; each array is freed once its hooks ran):
  *   - a LINK hook holds a weak reference to a target token; the target is cancelled at once,
  *     on this thread, and its own hooks run before the source's next hook (depth first; an
  *     explicit stack instead of C recursion, so a long chain of links cannot overflow the C
- *     stack; cycles stop because the second attempt on a token loses);
+ *     stack; cycles stop because the second attempt on a token loses). The stack is a list
+ *     through the tokens themselves (cascade_up), so running the hooks never allocates: once
+ *     a cancellation is won, every hook runs and every link is followed;
  *   - a call hook runs fn(token) on the executor captured when it was registered
  *     (engine_dispatch: at once when the canceller runs there, else thread-safely).
  * Errors from hooks are reported through engine_report_error, never raised.
@@ -53,6 +55,10 @@ typedef struct TokenCore {
     Py_ssize_t cap;
     Py_ssize_t nlive;
     Py_ssize_t next_handle;
+    /* While run_cascade runs the hooks of this (cancelled) token: the index of the next hook
+     * and the token whose cascade reached this one (NULL for the first). */
+    Py_ssize_t cascade_next;
+    struct TokenCore *cascade_up;
     PyObject *weakreflist;
 } TokenCore;
 
@@ -364,9 +370,12 @@ static void hooks_remove_at(TokenCore *self, Py_ssize_t i)
     Py_XDECREF(executor);
 }
 
-/* 1 removed, 0 not found. */
+/* 1 removed, 0 not found (a cancelled token has no hooks left to remove). */
 static int hooks_remove_handle(TokenCore *self, Py_ssize_t handle)
 {
+    if (cc_state_is_requested(&self->state)) {
+        return 0;
+    }
     Py_ssize_t lo = 0, hi = self->nhooks;
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
@@ -408,12 +417,20 @@ static void hooks_release(hook_entry *hooks, Py_ssize_t n)
 /* ------------------------------------------------------------------------------------- */
 /* cancellation                                                                           */
 
+/* Free the hook array of a cancelled token whose hooks all ran (every entry consumed). */
+static void hooks_free_consumed(TokenCore *self)
+{
+    hook_entry *h = self->hooks;
+    self->hooks = NULL;
+    self->nhooks = self->cap = self->nlive = 0;
+    PyMem_Free(h);
+}
+
 /* Try to win the cancellation. On a win: reason/message stored and published, the hooks
- * detached into (*hooks, *n); returns 1. Returns 0 when another caller already won.
- * reason may be NULL or None (no reason), message NULL or None (no message). Runs no Python
- * code between the transition and the detach. */
-static int token_begin_cancel(TokenCore *self, PyObject *reason, PyObject *message,
-                              hook_entry **hooks, Py_ssize_t *n)
+ * left in the array for run_cascade, which the caller must call next (nothing here can
+ * fail); returns 1. Returns 0 when another caller already won. reason may be NULL or None
+ * (no reason), message NULL or None (no message). Runs no Python code. */
+static int token_begin_cancel(TokenCore *self, PyObject *reason, PyObject *message)
 {
     if (!cc_state_try_begin(&self->state)) {
         return 0;
@@ -422,7 +439,7 @@ static int token_begin_cancel(TokenCore *self, PyObject *reason, PyObject *messa
     self->reason = (reason == NULL || reason == Py_None) ? NULL : Py_NewRef(reason);
     self->message = (message == NULL || message == Py_None) ? NULL : Py_NewRef(message);
     cc_state_finish(&self->state, reason_code(self->reason));
-    hooks_detach(self, hooks, n);
+    self->nlive = 0; /* _hook_count: a cancelled token has no hooks */
     Py_XDECREF(old_reason);
     Py_XDECREF(old_message);
     return 1;
@@ -480,44 +497,40 @@ static void run_call_hook(PyObject *fn, PyObject *executor, PyObject *tok, PyObj
     }
 }
 
-typedef struct cascade_frame {
-    TokenCore *tok; /* strong reference */
-    hook_entry *hooks;
-    Py_ssize_t n, i;
-} cascade_frame;
-
-/* Run the detached hooks of root (which the caller just cancelled), following links depth
- * first with an explicit stack. Consumes hooks. Never raises. */
-static void run_cascade(TokenCore *root, hook_entry *hooks, Py_ssize_t n, PyObject *collect)
+/* Run the hooks of root, which the caller just cancelled (token_begin_cancel won), following
+ * links depth first. Each hook is taken out of its token's array just before it runs; a
+ * token's array is freed after its last hook. The explicit stack is the list of the tokens
+ * being run, through their cascade_up (each token is cancelled once, so it is in at most one
+ * cascade): nothing is allocated, so nothing is dropped. Never raises. */
+static void run_cascade(TokenCore *root, PyObject *collect)
 {
-    if (n == 0) {
-        PyMem_Free(hooks);
-        return;
-    }
-    Py_ssize_t depth = 0, cap = 4;
-    cascade_frame *stack = PyMem_Malloc((size_t)cap * sizeof(cascade_frame));
-    if (stack == NULL) {
-        PyErr_NoMemory();
-        engine_report_error("hother.cancelable: cannot run token callbacks");
-        hooks_release(hooks, n);
+    if (root->nhooks == 0) {
+        hooks_free_consumed(root);
         return;
     }
     Py_INCREF(root);
-    stack[depth++] = (cascade_frame){root, hooks, n, 0};
-    while (depth > 0) {
-        cascade_frame *f = &stack[depth - 1];
-        if (f->i >= f->n) {
-            PyMem_Free(f->hooks);
-            Py_DECREF(f->tok);
-            depth--;
+    root->cascade_next = 0;
+    root->cascade_up = NULL;
+    TokenCore *top = root;
+    while (top != NULL) {
+        if (top->cascade_next >= top->nhooks) {
+            TokenCore *up = top->cascade_up;
+            top->cascade_up = NULL;
+            hooks_free_consumed(top);
+            Py_DECREF(top);
+            top = up;
             continue;
         }
-        hook_entry e = f->hooks[f->i++]; /* we now own e.fn / e.executor */
+        /* index again on every step: the array is only read here, never moved */
+        hook_entry *slot = &top->hooks[top->cascade_next++];
+        hook_entry e = *slot; /* we now own e.fn / e.executor */
+        slot->fn = NULL;
+        slot->executor = NULL;
         if (e.fn == NULL) {
             continue;
         }
         if (e.kind == HOOK_CALL) {
-            run_call_hook(e.fn, e.executor, (PyObject *)f->tok, collect);
+            run_call_hook(e.fn, e.executor, (PyObject *)top, collect);
             Py_DECREF(e.fn);
             Py_XDECREF(e.executor);
             continue;
@@ -534,38 +547,25 @@ static void run_cascade(TokenCore *root, hook_entry *hooks, Py_ssize_t n, PyObje
             continue;
         }
         PyObject *reason, *msg;
-        if (link_reason(f->tok, e.preserve_reason, &reason, &msg) < 0) {
+        if (link_reason(top, e.preserve_reason, &reason, &msg) < 0) {
             engine_report_error("hother.cancelable: cannot build the linked cancellation message");
         }
-        hook_entry *th;
-        Py_ssize_t tn;
-        int won = token_begin_cancel(t, reason, msg, &th, &tn);
+        int won = token_begin_cancel(t, reason, msg);
         Py_XDECREF(reason);
         Py_XDECREF(msg);
         if (!won) {
             Py_DECREF(target);
             continue;
         }
-        if (tn == 0) {
-            PyMem_Free(th);
+        if (t->nhooks == 0) {
+            hooks_free_consumed(t);
             Py_DECREF(target);
             continue;
         }
-        if (depth == cap) {
-            cascade_frame *ns = PyMem_Realloc(stack, (size_t)cap * 2 * sizeof(cascade_frame));
-            if (ns == NULL) {
-                PyErr_NoMemory();
-                engine_report_error("hother.cancelable: cannot run linked token callbacks");
-                hooks_release(th, tn);
-                Py_DECREF(target);
-                continue;
-            }
-            stack = ns;
-            cap *= 2;
-        }
-        stack[depth++] = (cascade_frame){t, th, tn, 0}; /* takes the target reference */
+        t->cascade_next = 0;
+        t->cascade_up = top;
+        top = t; /* takes the target reference */
     }
-    PyMem_Free(stack);
 }
 
 /* Cancel self (no collection) with the reason derived from a cancelled source. */
@@ -575,13 +575,11 @@ static void cancel_from_source(TokenCore *self, TokenCore *src, int preserve)
     if (link_reason(src, preserve, &reason, &msg) < 0) {
         engine_report_error("hother.cancelable: cannot build the linked cancellation message");
     }
-    hook_entry *h;
-    Py_ssize_t n;
-    int won = token_begin_cancel(self, reason, msg, &h, &n);
+    int won = token_begin_cancel(self, reason, msg);
     Py_XDECREF(reason);
     Py_XDECREF(msg);
     if (won) {
-        run_cascade(self, h, n, NULL);
+        run_cascade(self, NULL);
     }
 }
 
@@ -700,9 +698,7 @@ static int token_init(TokenCore *self, PyObject *args, PyObject *kwds)
         Py_XSETREF(self->id, id);
     }
     if (cancelled) {
-        hook_entry *h;
-        Py_ssize_t n;
-        if (!token_begin_cancel(self, reason, message, &h, &n)) {
+        if (!token_begin_cancel(self, reason, message)) {
             PyErr_SetString(PyExc_ValueError, "the token is already cancelled");
             return -1;
         }
@@ -712,7 +708,7 @@ static int token_init(TokenCore *self, PyObject *args, PyObject *kwds)
             Py_INCREF(cancelled_at);
             Py_XSETREF(self->cancelled_at, cancelled_at);
         }
-        run_cascade(self, h, n, NULL);
+        run_cascade(self, NULL);
     }
     return 0;
 }
@@ -837,24 +833,27 @@ static PyObject *token_cancel(TokenCore *self, PyObject *args, PyObject *kwds)
     if (check_reason(reason, 0) < 0 || check_message(message) < 0) {
         return NULL;
     }
-    /* allocate everything that can fail before the transition */
-    PyObject *list = NULL;
+    /* allocate everything that can fail before the transition: a won cancellation runs
+     * every hook and hands back every collected awaitable */
+    PyObject *list = NULL, *result = NULL;
     if (collect) {
         list = PyList_New(0);
-        if (list == NULL) {
+        result = list != NULL ? PyTuple_New(2) : NULL;
+        if (result == NULL) {
+            Py_XDECREF(list);
             return NULL;
         }
     }
-    hook_entry *h;
-    Py_ssize_t n;
-    int won = token_begin_cancel(self, reason, message, &h, &n);
+    int won = token_begin_cancel(self, reason, message);
     if (won) {
-        run_cascade(self, h, n, list);
+        run_cascade(self, list);
     }
     if (!collect) {
         return PyBool_FromLong(won);
     }
-    return Py_BuildValue("(ON)", won ? Py_True : Py_False, list);
+    PyTuple_SET_ITEM(result, 0, PyBool_FromLong(won));
+    PyTuple_SET_ITEM(result, 1, list);
+    return result;
 }
 
 static PyObject *token_add_hook(TokenCore *self, PyObject *args, PyObject *kwds)
@@ -929,6 +928,14 @@ static PyObject *token_link_from(TokenCore *self, PyObject *args, PyObject *kwds
     if (ref == NULL) {
         return NULL;
     }
+    if (cc_state_is_requested(&src->state) || cc_state_is_requested(&self->state)) {
+        /* the allocation ran a collection whose finalizers cancelled one of them */
+        Py_DECREF(ref);
+        if (!cc_state_is_requested(&self->state)) {
+            cancel_from_source(self, src, preserve);
+        }
+        Py_RETURN_NONE;
+    }
     Py_ssize_t h = hooks_append(src, ref, NULL, HOOK_LINK, preserve);
     Py_DECREF(ref);
     if (h < 0) {
@@ -943,6 +950,9 @@ static PyObject *token_unlink_from(TokenCore *self, PyObject *source)
         return NULL;
     }
     TokenCore *src = (TokenCore *)source;
+    if (cc_state_is_requested(&src->state)) {
+        Py_RETURN_FALSE; /* its links ran (or are running): nothing left to remove */
+    }
     /* newest first: operations usually exit in reverse order of entry */
     for (Py_ssize_t i = src->nhooks - 1; i >= 0; i--) {
         hook_entry *e = &src->hooks[i];
