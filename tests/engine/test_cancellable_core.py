@@ -475,3 +475,119 @@ def test_trio_fast_path_outcomes() -> None:
 
     trio.run(main)
     gc.collect()
+
+
+# -- the light bound __aexit__, the operation's own scope view, the packed state -----------------
+
+
+def test_aexit_descriptor_and_its_bound_object() -> None:
+    descr = Cancellable.__dict__.get("__aexit__") or _engine.CancellableCore.__dict__["__aexit__"]
+    assert Cancellable.__aexit__ is descr  # looked up on the class: the descriptor itself
+    assert "never suppresses" in (descr.__doc__ or "")
+    with pytest.raises(TypeError, match="needs a Cancellable"):
+        descr.__get__(object(), type(object()))
+    loop, task = fake_pair()
+    with running(loop, task):
+        op = Cancellable(name="bound")
+        bound = op.__aexit__
+        assert bound.__self__ is op
+        assert repr(bound).startswith("<bound method __aexit__ of Cancellable(")
+        with pytest.raises(TypeError, match="no keyword arguments"):
+            bound(None, None, None, extra=1)
+        with pytest.raises(TypeError, match="expects 4 arguments"):
+            Cancellable.__aexit__(op, None, None)
+        with pytest.raises(TypeError, match="expects 4 arguments"):
+            Cancellable.__aexit__(object(), None, None, None)
+        enter = op.__aenter__()
+        with pytest.raises(StopIteration):
+            enter.send(None)
+        leave = Cancellable.__aexit__(op, None, None, None)  # the unbound form works too
+        with pytest.raises(StopIteration) as info:
+            leave.send(None)
+        assert info.value.value is False
+    assert op.status == OperationStatus.COMPLETED
+    del bound
+    gc.collect()
+
+
+def test_bound_aexit_keeps_its_operation_alive_and_is_collected_in_a_cycle() -> None:
+    import weakref
+
+    op = Cancellable()
+    bound = op.__aexit__
+    ref = weakref.ref(op)
+    op._metadata["cycle"] = bound  # op -> metadata -> bound -> op
+    del op, bound
+    assert ref() is not None or gc.collect() >= 0
+    gc.collect()
+    assert ref() is None
+
+
+def test_operation_scope_view_of_the_asyncio_fast_path() -> None:
+    async def main() -> None:
+        async with Cancellable.with_timeout(30) as op:
+            view = op.scope
+            assert isinstance(view, _engine.OperationScope)
+            assert isinstance(view, _engine.CancelScope)
+            assert view is op.scope is _engine.current_scope()
+            assert view.active and not view.cancel_called and view.deadline < float("inf")
+            assert view.host_task is asyncio.current_task()
+            with pytest.raises(RuntimeError, match="single 'with' block"):
+                view.__enter__()
+            with pytest.raises(RuntimeError, match="cannot be replaced"):
+                op._scope = _engine.CancelScope()
+        assert not view.active
+        with pytest.raises(RuntimeError, match="its own"):
+            op._scope = _engine.CancelScope()
+        op._scope = None  # ignored: the operation keeps its own (exited) scope
+        assert op.scope is view
+        with pytest.raises(asyncio.CancelledError):
+            async with Cancellable() as op2:
+                op2.scope.cancel("from the view")
+                await asyncio.sleep(5)
+        assert op2.status == OperationStatus.CANCELLED
+        # the scope caught its own cancellation; the Cancellable re-raises it all the same
+        assert op2.scope.cancelled_caught is True and op2.scope.cancel_called
+
+    asyncio.run(main())
+    with pytest.raises(TypeError, match="cannot be created directly"):
+        _engine.OperationScope()
+
+
+def test_packed_state_accessors() -> None:
+    op = Cancellable()
+    assert op._entered is False and op._registered is False and op._register_globally is False
+    op._registered = True
+    assert op._registered is True
+    op._registered = False
+    with pytest.raises(TypeError, match="expected a bool"):
+        op._registered = 1
+    with pytest.raises(TypeError, match="cannot be deleted"):
+        del op._status
+    op._status = OperationStatus.SHIELDED  # a status outside the packed five
+    assert op.status == OperationStatus.SHIELDED
+    op._status = OperationStatus.RUNNING
+    assert op.status == OperationStatus.RUNNING
+    with pytest.raises(TypeError):
+        op._hook = "x"
+    with pytest.raises(TypeError, match="cannot be deleted"):
+        del op._hook
+    op._hook = 0
+    assert op._hook == 0
+    with pytest.raises(AttributeError):
+        op.anything = 1  # no instance __dict__: user data goes in metadata
+
+
+def test_end_time_set_while_the_block_runs_is_kept() -> None:
+    """The end-time slot holds the previous current_operation during a fast block."""
+
+    async def main() -> None:
+        async with Cancellable() as op:
+            stamp = datetime(2026, 1, 2, tzinfo=UTC)
+            op._end_time = stamp
+            assert op._end_time == stamp
+            assert _engine.current_operation() is op
+        assert _engine.current_operation() is None
+        assert op._end_time is not None and op._end_time != stamp  # the exit sets it
+
+    asyncio.run(main())
