@@ -1186,9 +1186,12 @@ static int enter_anyio_shield(Scope *s)
     Py_DECREF(r);
     ScopeX *x = scope_ext(s);
     if (x == NULL) {
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb); /* the MemoryError is what the caller raises */
         PyObject *res = PyObject_CallMethod(a, "__exit__", "OOO", Py_None, Py_None, Py_None);
         Py_XDECREF(res);
         PyErr_Clear();
+        PyErr_Restore(et, ev, etb);
         Py_DECREF(a);
         return -1;
     }

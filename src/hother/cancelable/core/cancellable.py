@@ -856,13 +856,43 @@ async def _trio_deadline_service(deadlines: Any) -> None:
         deadlines._close()
 
 
+_TRIO_SERVICE_NAME = "hother.cancelable: with_timeout deadlines"
+
+
 def _start_trio_deadlines(deadlines: Any, runner: Any) -> None:
     import trio
 
-    trio.lowlevel.spawn_system_task(
-        _trio_deadline_service, deadlines, name="hother.cancelable: with_timeout deadlines"
-    )
+    try:
+        trio.lowlevel.spawn_system_task(_trio_deadline_service, deadlines, name=_TRIO_SERVICE_NAME)
+    except BaseException:
+        _unstick_service_task()
+        raise
     _trio_run_state[runner] = deadlines
+
+
+def _unstick_service_task() -> None:
+    """A failed ``spawn_system_task`` (MemoryError) can leave the task registered in the
+    system nursery but never scheduled: the run would wait for it forever at its end.
+    Schedule such a task so that it runs (and ends with the run)."""
+    import trio
+
+    root = trio.lowlevel.current_root_task()
+    if root is None:
+        return
+    try:
+        for nursery in root.child_nurseries:
+            for task in nursery.child_tasks:
+                if task.name != _TRIO_SERVICE_NAME or task.coro.cr_frame is None:
+                    continue
+                if task.coro.cr_frame.f_lasti >= 0 and task.coro.cr_running:
+                    continue
+                try:
+                    # a new coroutine's first send is None itself, as spawn_impl passes it
+                    trio.lowlevel.reschedule(task, None)  # type: ignore[arg-type]
+                except AssertionError:
+                    pass  # already scheduled (or running): nothing to do
+    except Exception:  # best effort under memory pressure
+        pass
 
 
 _trio_run_state: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
