@@ -198,3 +198,44 @@ def test_slow_exit_releases_the_deadline_entry() -> None:
         assert run_deadlines()._len() == 0
 
     trio.run(main)
+
+
+def test_a_failed_service_spawn_neither_fails_the_block_nor_hangs_the_run() -> None:
+    """trio registers a system task before scheduling it: a MemoryError in between (here
+    injected into trio's reschedule) must not leave the run waiting for it forever, and the
+    block still gets its deadline (from trio itself, the fall-back)."""
+    from .isolated import run_python
+
+    out = run_python(
+        """
+        import trio
+        from trio._core import _run
+        from hother.cancelable import Cancellable
+        from hother.cancelable.core import cancellable as cm
+
+        original = _run.Runner.reschedule
+        failed = []
+
+        def reschedule(self, task, next_send=_run._NO_SEND):
+            if task.name == cm._TRIO_SERVICE_NAME and not failed:
+                failed.append(task.name)
+                raise MemoryError("injected")
+            return original(self, task, next_send)
+
+        _run.Runner.reschedule = reschedule
+
+        async def main():
+            with trio.fail_after(10):
+                try:
+                    async with Cancellable.with_timeout(0.01) as op:
+                        await trio.sleep_forever()
+                except trio.Cancelled:
+                    pass
+            return op
+
+        op = trio.run(main)
+        print(failed == [cm._TRIO_SERVICE_NAME], op._cancel_reason.value, op._timed_out)
+        """,
+        timeout=60,
+    )
+    assert out.split()[-3:] == ["True", "timeout", "False"]
