@@ -319,6 +319,31 @@ async def test_cancel_awaits_remaining_callbacks_even_if_caller_is_cancelled() -
     assert token.is_cancelled
 
 
+async def test_a_failure_before_the_callbacks_are_awaited_still_runs_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever fails between the won cancel and awaiting the callbacks (here the debug log),
+    the collected async callbacks still run (as tasks) and the error reaches the caller."""
+    token = CancellationToken()
+    ran = anyio.Event()
+
+    async def callback(tok: CancellationToken) -> None:
+        ran.set()
+
+    await token.register_callback(callback)
+
+    def log_fails(self: CancellationToken) -> None:
+        raise MemoryError("logging")
+
+    monkeypatch.setattr(CancellationToken, "_log_cancelled", log_fails)
+    with caplog.at_level(logging.DEBUG, logger="hother.cancelable.core.token"):
+        with pytest.raises(MemoryError, match="logging"):
+            await token.cancel()
+    assert token.is_cancelled
+    with anyio.fail_after(5):
+        await ran.wait()
+
+
 # --------------------------------------------------------------------------- str / repr / eq
 def test_str_and_repr() -> None:
     token = CancellationToken()

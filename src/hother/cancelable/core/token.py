@@ -108,19 +108,26 @@ class CancellationToken(_engine.TokenCore):
         """
         result: tuple[bool, list[Awaitable[Any]]] = self._cancel(reason, message, True)
         won, pending = result
-        if won and logger.isEnabledFor(logging.DEBUG):
-            self._log_cancelled()
-        for i, awaitable in enumerate(pending):
-            try:
-                await awaitable
-            except Exception:
-                logger.exception(
-                    "token callback raised", extra={"token_id": self.id, "reason": reason.value}
-                )
-            except BaseException:
-                for rest in pending[i + 1 :]:
-                    _engine._run_hook(_identity, rest)
-                raise
+        done = 0  # the callbacks taken from `pending` so far
+        try:
+            if won and logger.isEnabledFor(logging.DEBUG):
+                self._log_cancelled()
+            while done < len(pending):
+                awaitable = pending[done]
+                done += 1
+                try:
+                    await awaitable
+                except Exception:
+                    logger.exception(
+                        "token callback raised",
+                        extra={"token_id": self.id, "reason": reason.value},
+                    )
+        except BaseException:
+            # cancelled while awaiting, or anything else failing here (logging under memory
+            # pressure): the callbacks not awaited yet still run, as tasks
+            for rest in pending[done:]:
+                _engine._run_hook(_identity, rest)
+            raise
         return won
 
     def cancel_sync(
