@@ -464,7 +464,7 @@ def test_trio_fast_path_outcomes() -> None:
         assert op._cancel_reason == CancellationReason.TIMEOUT
         with pytest.raises(trio.Cancelled):
             async with Cancellable() as op:
-                op._scope.cancel()
+                op.scope.cancel()  # the block's trio scope, made on request
                 await trio.sleep(5)
         assert op._cancel_reason == CancellationReason.MANUAL
         op = HookRefused()

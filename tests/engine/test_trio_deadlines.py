@@ -1,7 +1,8 @@
 """The with_timeout deadlines of the trio fast path (TrioDeadlines + one system task per run).
 
-On trio, ``Cancellable.with_timeout(t)`` enters ``trio.CancelScope()`` without a deadline and
-keeps the deadline in the engine's per-run heap, served by one system task. These tests pin
+On trio, ``Cancellable.with_timeout(t)`` gets a ``trio.CancelScope()`` without a deadline
+(made when first needed: test_trio_lazy_scope.py) and keeps the deadline in the engine's
+per-run heap, served by one system task. These tests pin
 what that must preserve: the cancellation at the deadline with reason TIMEOUT, an expired
 deadline cancelling at enter, earlier deadlines waking the service, entries leaving the heap
 at exit, one service per run, and trio's own deadline when the run has another clock.

@@ -190,6 +190,9 @@ typedef struct {
     } u;
     double timeout; /* with_timeout seconds (INFINITY: none); CF_TIMEOUT_INT: given as int */
 } Core;
+static void trio_release(Core *c);
+static int trio_cancel(Core *c);
+static PyObject *trio_scope_of(Core *c);
 /* the backend's scope object (slow path and trio fast path): the embedded scope's alt slot */
 #define BSCOPE(c) ((c)->s.alt)
 
@@ -440,6 +443,11 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
     if (scope_traverse_fields(&c->s, visit, arg) < 0) {
         return -1;
     }
+    if (c_fast(c) == 2) {
+        Py_VISIT(c->s.trio_task);
+        Py_VISIT(c->s.trio_parent);
+        Py_VISIT((PyObject *)c->s.trio_encl);
+    }
     if (c->s.c_flags & CF_VARSET) {
         Py_VISIT(c->u.prev_op);
     }
@@ -454,6 +462,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
 
 static int Core_clear(Core *c)
 {
+    trio_release(c);
     scope_clear_fields(&c->s);
     if (c->s.c_flags & CF_VARSET) {
         Py_CLEAR(c->u.prev_op);
@@ -938,6 +947,9 @@ static PyObject *run_token;  /* its TrioToken (strong), or NULL */
 static double run_offset;    /* its SystemClock offset, NAN when the clock is another one */
 static PyObject *run_dl;     /* its TrioDeadlines (strong), Py_None: unavailable, NULL: none yet */
 static PyObject *trio_dl_start, *trio_run_state; /* from _set_classes (optional) */
+/* the lazy trio scope (from _set_classes, optional): see trio_scope_of */
+static PyObject *trio_attach_fn, *trio_lazy_check_fn, *s_task, *s_cancel_status;
+static int trio_lazy_state; /* 0 unknown, 1 usable, -1 not, -2 turned off (_set_trio_lazy) */
 
 /* ------------------------------------------------------------------------- */
 /* TrioDeadlines: the deadlines of with_timeout operations of one trio run.
@@ -1026,13 +1038,12 @@ static PyObject *dl_fire(TrioDeadlines *d, PyObject *arg)
         cc_heap_pop(&d->heap);
         Core *c = (Core *)((char *)n - offsetof(Scope, node));
         c->s.c_flags &= ~CF_TRIO_DL;
-        if (c->s.c_entered && (c->s.c_flags & CF_VARSET) && BSCOPE(c) != NULL) {
+        if (c->s.c_entered && (c->s.c_flags & CF_VARSET) &&
+            (BSCOPE(c) != NULL || c->s.trio_task != NULL)) {
             c->s.c_flags |= CF_TIMED_OUT;
-            PyObject *r = PyObject_CallMethodNoArgs(BSCOPE(c), G.s_cancel);
-            if (r == NULL) {
+            if (trio_cancel(c) < 0) {
                 engine_report_error("hother.cancelable: cancelling a trio scope at its deadline");
             }
-            Py_XDECREF(r);
         }
         Py_DECREF(c);
     }
@@ -1278,7 +1289,131 @@ static PyObject *trio_run_info(double *deadline)
     return run_token;
 }
 
-/* The trio fast path: a trio.CancelScope entered directly (no anyio in between). */
+/* --- the lazy trio scope ---
+ * Entering and exiting trio.CancelScope is most of what a block costs on trio (its Python
+ * __init__/__enter__/__exit__, a CancelStatus with two sets, the task moved between
+ * statuses). A block that is never cancelled does not need one: the fast path records the
+ * task and the task's CancelStatus at enter (trio_task, trio_parent), and a cancel, the
+ * deadline, or a request for op.scope makes the scope then (core/cancellable.py:
+ * _trio_attach_scope): a trio.CancelScope whose CancelStatus is put between trio_parent
+ * and what the block entered since, where entering it eagerly would have put it. From then
+ * on it is trio's own scope (its cancel, delivery, exit). trio_encl: the enclosing fast
+ * block that had the same trio_parent when this one was entered (nothing of trio's lies
+ * between them): if it gets its scope after this block was entered, this block's scope goes
+ * under that one. */
+static int trio_lazy_ok(void)
+{
+    if (trio_lazy_state != 0) {
+        return trio_lazy_state > 0;
+    }
+    trio_lazy_state = -1;
+    if (trio_attach_fn == NULL || trio_lazy_check_fn == NULL || trio_clock_state <= 0) {
+        return 0;
+    }
+    if (s_task == NULL) {
+        s_task = PyUnicode_InternFromString("task");
+        s_cancel_status = PyUnicode_InternFromString("_cancel_status");
+        if (s_task == NULL || s_cancel_status == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    PyObject *r = PyObject_CallNoArgs(trio_lazy_check_fn);
+    int ok = r != NULL && PyObject_IsTrue(r) == 1;
+    Py_XDECREF(r);
+    PyErr_Clear();
+    if (ok) {
+        trio_lazy_state = 1;
+    }
+    return ok;
+}
+
+/* Drop what a lazy trio block recorded at enter (its exit, or a failed enter). */
+static void trio_release(Core *c)
+{
+    if (c_fast(c) != 2) {
+        return;
+    }
+    Py_CLEAR(c->s.trio_task);
+    Py_CLEAR(c->s.trio_parent);
+    Py_CLEAR(c->s.trio_encl);
+}
+
+/* The trio scope of a running trio fast-path block (borrowed), made on first need. NULL
+ * with an exception (not running; not in the run's thread). */
+static PyObject *trio_scope_of(Core *c)
+{
+    if (BSCOPE(c) != NULL) {
+        return BSCOPE(c);
+    }
+    if (c_fast(c) != 2 || c->s.trio_task == NULL || trio_attach_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this Cancellable is not running");
+        return NULL;
+    }
+    PyObject *outer = Py_None;
+    for (Scope *o = c->s.trio_encl; o != NULL && o->trio_task != NULL; o = o->trio_encl) {
+        if (o->alt != NULL) {
+            outer = o->alt;
+            break;
+        }
+    }
+    PyObject *scope =
+        PyObject_CallFunctionObjArgs(trio_attach_fn, c->s.trio_task, c->s.trio_parent, outer, NULL);
+    if (scope == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(BSCOPE(c), scope);
+    return scope;
+}
+
+/* Cancel the trio scope of c (made if needed). 0, or -1 with an exception. */
+static int trio_cancel(Core *c)
+{
+    PyObject *scope = trio_scope_of(c);
+    if (scope == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(scope, G.s_cancel);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Record the task and its CancelStatus for a lazy block (c_fast is 2 already). */
+static int trio_lazy_record(Core *c)
+{
+    PyObject *task = PyObject_GetAttr(trio_run_ctx, s_task);
+    if (task == NULL) {
+        return -1;
+    }
+    PyObject *status = PyObject_GetAttr(task, s_cancel_status);
+    if (status == NULL) {
+        Py_DECREF(task);
+        return -1;
+    }
+    PyObject *prev = NULL;
+    if (PyContextVar_Get(current_operation_var, NULL, &prev) < 0) {
+        Py_DECREF(task);
+        Py_DECREF(status);
+        return -1;
+    }
+    Scope *encl = NULL;
+    if (prev != NULL && PyObject_TypeCheck(prev, &Core_Type)) {
+        Core *o = (Core *)prev;
+        if (c_fast(o) == 2 && o->s.trio_task == task && o->s.trio_parent == status &&
+            BSCOPE(o) == NULL) {
+            encl = &o->s;
+            Py_INCREF(o);
+        }
+    }
+    Py_XDECREF(prev);
+    c->s.trio_task = task;
+    c->s.trio_parent = status;
+    c->s.trio_encl = encl;
+    return 0;
+}
+
+/* The trio fast path: no anyio in between; the trio scope is made lazily (trio_scope_of)
+ * or, when the lazy scope is not available, a trio.CancelScope entered here. */
 static PyObject *enter_trio(Core *c)
 {
     double timeout = core_timeout(c);
@@ -1294,34 +1429,45 @@ static PyObject *enter_trio(Core *c)
     if (!isnan(deadline) && timeout != INFINITY) {
         dl = trio_run_deadlines();
     }
-    PyObject *scope;
-    if (dl != NULL) {
-        scope = PyObject_CallNoArgs(trio_scope_cls); /* the deadline is kept by dl */
-    } else if (!isnan(deadline)) {
-        PyObject *d = PyFloat_FromDouble(deadline);
-        scope = d != NULL ? PyObject_Vectorcall(trio_scope_cls, &d, 0, kw_deadline) : NULL;
-        Py_XDECREF(d);
-    } else if (timeout != INFINITY) {
-        PyObject *t = PyFloat_FromDouble(timeout);
-        scope = t != NULL ? PyObject_Vectorcall(trio_scope_cls, &t, 0, kw_relative_deadline) : NULL;
-        Py_XDECREF(t);
+    /* lazy: unless a deadline must be given to trio (no deadline service for this run) */
+    int lazy = (dl != NULL || timeout == INFINITY) && trio_lazy_ok();
+    PyObject *scope = NULL;
+    if (lazy) {
+        c_fast(c) = 2;
+        if (trio_lazy_record(c) < 0) {
+            Py_DECREF(ex);
+            return NULL;
+        }
     } else {
-        scope = PyObject_CallNoArgs(trio_scope_cls);
+        if (dl != NULL) {
+            scope = PyObject_CallNoArgs(trio_scope_cls); /* the deadline is kept by dl */
+        } else if (!isnan(deadline)) {
+            PyObject *d = PyFloat_FromDouble(deadline);
+            scope = d != NULL ? PyObject_Vectorcall(trio_scope_cls, &d, 0, kw_deadline) : NULL;
+            Py_XDECREF(d);
+        } else if (timeout != INFINITY) {
+            PyObject *t = PyFloat_FromDouble(timeout);
+            scope =
+                t != NULL ? PyObject_Vectorcall(trio_scope_cls, &t, 0, kw_relative_deadline) : NULL;
+            Py_XDECREF(t);
+        } else {
+            scope = PyObject_CallNoArgs(trio_scope_cls);
+        }
+        if (scope == NULL) {
+            Py_DECREF(ex);
+            return NULL;
+        }
+        PyObject *r = PyObject_CallMethodNoArgs(scope, s_enter);
+        if (r == NULL) {
+            Py_DECREF(ex);
+            Py_DECREF(scope);
+            return NULL;
+        }
+        Py_DECREF(r);
+        c_fast(c) = 2;
+        Py_XSETREF(BSCOPE(c), scope);
     }
-    if (scope == NULL) {
-        Py_DECREF(ex);
-        return NULL;
-    }
-    PyObject *r = PyObject_CallMethodNoArgs(scope, s_enter);
-    if (r == NULL) {
-        Py_DECREF(ex);
-        Py_DECREF(scope);
-        return NULL;
-    }
-    Py_DECREF(r);
     c_entered(c) = 1;
-    c_fast(c) = 2;
-    Py_XSETREF(BSCOPE(c), scope);
     /* the run's TrioToken: a token created later from another thread must still cancel
      * this scope in the trio thread */
     PyObject *old = TRIO_EXECUTOR(c);
@@ -1336,11 +1482,9 @@ static PyObject *enter_trio(Core *c)
         if (deadline <= run_offset + perf_counter_now()) {
             /* already expired: cancelled at once, as trio's own __enter__ does */
             c->s.c_flags |= CF_TIMED_OUT;
-            PyObject *cr = PyObject_CallMethodNoArgs(scope, G.s_cancel);
-            if (cr == NULL) {
+            if (trio_cancel(c) < 0) {
                 goto undo;
             }
-            Py_DECREF(cr);
         } else if (dl_push(dl, c, deadline) < 0) {
             goto undo;
         }
@@ -1356,11 +1500,15 @@ undo : {
     PyErr_Fetch(&et, &ev, &etb);
     dl_remove(c);
     remove_token_hook(c);
-    PyObject *res = PyObject_CallMethodObjArgs(BSCOPE(c), s_exit, Py_None, Py_None, Py_None, NULL);
-    if (res == NULL) {
-        PyErr_Clear();
+    trio_release(c);
+    if (BSCOPE(c) != NULL) {
+        PyObject *res =
+            PyObject_CallMethodObjArgs(BSCOPE(c), s_exit, Py_None, Py_None, Py_None, NULL);
+        if (res == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(res);
     }
-    Py_XDECREF(res);
     set_status_idx(c, ST_FAILED);
     PyErr_Restore(et, ev, etb);
     return NULL;
@@ -1455,6 +1603,9 @@ static int set_reason(Core *c, PyObject *reason, PyObject *message)
 static void trio_scope_flags(PyObject *scope, int *called, int *reached)
 {
     *called = *reached = 0;
+    if (scope == NULL) {
+        return; /* a lazy trio block that never needed its scope was not cancelled */
+    }
     PyObject *cc = PyObject_GetAttr(scope, s_cancel_called);
     if (cc == NULL) {
         PyErr_Clear();
@@ -1483,7 +1634,8 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *exc = args[1];
-    if (!c_entered(c) || (c_fast(c) != 1 && !SET(BSCOPE(c)))) {
+    if (!c_entered(c) ||
+        (c_fast(c) != 1 && !SET(BSCOPE(c)) && !(c_fast(c) == 2 && c->s.trio_task != NULL))) {
         PyErr_SetString(
             PyExc_RuntimeError,
             "this Cancellable is not running: __aexit__ without a successful __aenter__");
@@ -1502,10 +1654,28 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     int rc;
     PyObject *cancel_cls;
     if (c_fast(c) == 2) {
-        PyObject *r = PyObject_VectorcallMethod(
-            s_exit, (PyObject *[]){BSCOPE(c), args[0], args[1], args[2]}, 4, NULL);
-        rc = r == NULL ? -1 : 0;
-        Py_XDECREF(r);
+        rc = 0;
+        if (BSCOPE(c) == NULL) {
+            /* a lazy block: trio has nothing to check; the blocks of this task must still
+             * leave in order (an inner one still running is current_operation) */
+            PyObject *cur = NULL;
+            if (PyContextVar_Get(current_operation_var, NULL, &cur) < 0) {
+                rc = -1;
+            } else if (cur != (PyObject *)c && (c->s.c_flags & CF_VARSET)) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "Cancellable exited out of order: an operation entered "
+                                "inside it is still running (exit the innermost scope first)");
+                rc = -1;
+            }
+            Py_XDECREF(cur);
+        }
+        trio_release(c); /* no trio scope made after this point */
+        if (BSCOPE(c) != NULL) {
+            PyObject *r = PyObject_VectorcallMethod(
+                s_exit, (PyObject *[]){BSCOPE(c), args[0], args[1], args[2]}, 4, NULL);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
         cancel_cls = trio_cancelled;
         dl_remove(c);
         PyObject *ex = TRIO_EXECUTOR(c);
@@ -2146,6 +2316,17 @@ static PyObject *get_scope(Core *c, void *Py_UNUSED(x))
     return t;
 }
 
+/* op.scope: like _scope, but a running lazy trio block gets its trio scope made */
+static PyObject *get_live_scope(Core *c, void *Py_UNUSED(x))
+{
+    if (c_fast(c) == 2 && BSCOPE(c) == NULL && c->s.trio_task != NULL) {
+        PyObject *scope = trio_scope_of(c);
+        Py_XINCREF(scope);
+        return scope;
+    }
+    return get_scope(c, NULL);
+}
+
 static int set_scope(Core *c, PyObject *v, void *Py_UNUSED(x))
 {
     if (c_fast(c) && (c->s.c_flags & CF_VARSET)) {
@@ -2228,14 +2409,61 @@ static PyGetSetDef Core_getset[] = {
      "The operation's token if it was created, else None.", NULL},
     {"_scope", (getter)get_scope, (setter)set_scope,
      "The backend cancel scope of the running block (None before enter).", NULL},
+    {"_live_scope", (getter)get_live_scope, NULL,
+     "The backend scope of the running block; a lazy trio block gets its trio scope made.", NULL},
     {"_token", (getter)get_token, NULL, "The operation's own token (created on first use).", NULL},
     {"_fast_timeout", (getter)get_timeout, NULL,
      "The timeout kept in C by with_timeout() until a source object is needed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* The token hook's cancel: the running block's scope (a lazy trio one made first) gets
+ * cancel() unless it is cancelled already; nothing when the block is not running. */
+static PyObject *Core_cancel_scope(Core *c, PyObject *Py_UNUSED(a))
+{
+    if (c_fast(c) == 2 && BSCOPE(c) == NULL) {
+        if (c->s.trio_task != NULL && trio_cancel(c) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *scope = get_scope(c, NULL);
+    if (scope == NULL || scope == Py_None) {
+        Py_XDECREF(scope);
+        if (scope == NULL) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *called = PyObject_GetAttr(scope, s_cancel_called);
+    int done = called != NULL ? PyObject_IsTrue(called) : -1;
+    Py_XDECREF(called);
+    PyObject *r = NULL;
+    if (done == 0) {
+        r = PyObject_CallMethodNoArgs(scope, G.s_cancel);
+    } else if (done == 1) {
+        r = Py_None;
+        Py_INCREF(r);
+    }
+    Py_DECREF(scope);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* Slow exit: forget what a lazy trio block recorded; True if it was such a running block. */
+static PyObject *Core_trio_release(Core *c, PyObject *Py_UNUSED(a))
+{
+    int was = c_fast(c) == 2 && c->s.trio_task != NULL;
+    trio_release(c);
+    return PyBool_FromLong(was);
+}
+
 static PyObject *Core_restore_current(Core *c, PyObject *Py_UNUSED(a))
 {
+    trio_release(c);
     dl_remove(c);
     restore_current(c);
     Py_RETURN_NONE;
@@ -2243,6 +2471,11 @@ static PyObject *Core_restore_current(Core *c, PyObject *Py_UNUSED(a))
 
 static PyMethodDef Core_methods[] = {
     {"__aenter__", (PyCFunction)Core_aenter, METH_NOARGS, "Enter the operation."},
+    {"_cancel_scope", (PyCFunction)Core_cancel_scope, METH_NOARGS,
+     "Cancel the running block's backend scope (a lazy trio one is made first)."},
+    {"_trio_release", (PyCFunction)Core_trio_release, METH_NOARGS,
+     "Slow exit: forget the trio task and status a lazy trio block recorded at enter; True "
+     "if it was such a running block."},
     {"_restore_current", (PyCFunction)Core_restore_current, METH_NOARGS,
      "Release what the fast enter took: current_operation gets back its previous value, a "
      "trio deadline leaves the run's heap (a no-op otherwise)."},
@@ -2329,11 +2562,39 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         Py_INCREF(state);
         Py_XSETREF(trio_run_state, state);
     }
+    /* optional: the lazy trio scope (without them the fast path enters trio.CancelScope) */
+    PyObject *attach = PyDict_GetItemString(d, "trio_attach");
+    PyObject *check = PyDict_GetItemString(d, "trio_lazy_check");
+    if (attach != NULL && check != NULL) {
+        Py_INCREF(attach);
+        Py_XSETREF(trio_attach_fn, attach);
+        Py_INCREF(check);
+        Py_XSETREF(trio_lazy_check_fn, check);
+        if (trio_lazy_state != -2) {
+            trio_lazy_state = 0;
+        }
+    }
     Py_RETURN_NONE;
+}
+
+/* Tests: turn the lazy trio scope off (every trio fast block enters trio.CancelScope) or
+ * back on; the previous setting is returned. */
+static PyObject *set_trio_lazy(PyObject *Py_UNUSED(m), PyObject *on)
+{
+    int v = PyObject_IsTrue(on);
+    if (v < 0) {
+        return NULL;
+    }
+    int was = trio_lazy_state != -2;
+    trio_lazy_state = v ? 0 : -2;
+    return PyBool_FromLong(was);
 }
 
 static PyMethodDef cancellable_module_methods[] = {
     {"_set_classes", set_classes, METH_O, "Hand the Python objects the core uses to the engine."},
+    {"_set_trio_lazy", set_trio_lazy, METH_O,
+     "_set_trio_lazy(on) -> bool: tests: the lazy trio scope on or off (returns the old "
+     "setting)."},
     {"current_operation", py_current_operation, METH_NOARGS,
      "current_operation() -> Cancellable | None"},
     {NULL, NULL, 0, NULL},

@@ -116,8 +116,19 @@ typedef struct Scope {
     };
     cc_pmap_node hnode;   /* key: the host task, a strong reference while entered */
     struct Scope *parent; /* strong */
-    struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; children unlink at exit */
-    ScopeX *x;                                       /* rare fields, or NULL */
+    union {
+        struct {
+            struct Scope *first_child, *next_sib, *prev_sib; /* borrowed; unlinked at exit */
+        };
+        /* an embedded scope on the trio fast path (c_fast 2, never entered here): what the
+         * block needs to get its trio scope later (cancellable.c: trio_scope_of), strong */
+        struct {
+            PyObject *trio_task;     /* the block's trio task */
+            PyObject *trio_parent;   /* the task's CancelStatus when the block was entered */
+            struct Scope *trio_encl; /* an enclosing such block with the same trio_parent */
+        };
+    };
+    ScopeX *x; /* rare fields, or NULL */
     PyObject *weakreflist;
     int16_t cancel_count;        /* saturating */
     int16_t cancelling_at_enter; /* saturating */

@@ -321,8 +321,13 @@ class Cancellable(_engine.CancellableCore):
 
     @property
     def scope(self) -> Any:
-        """The backend cancel scope of the running block (``None`` before enter)."""
-        return self._scope
+        """The backend cancel scope of the running block (``None`` before enter).
+
+        On trio a block gets its ``trio.CancelScope`` when it first needs one (a cancel, its
+        deadline, or this property while it runs): a block that ran without any of these
+        reads ``None`` here after it ended.
+        """
+        return self._live_scope
 
     # ------------------------------------------------------------------ state updates
     def _set_status(self, status: OperationStatus) -> None:
@@ -393,9 +398,7 @@ class Cancellable(_engine.CancellableCore):
         """Token hook: record the token's reason and cancel the running scope (sync)."""
         if self._hook_reason is None:
             self._hook_reason = (token.reason or CancellationReason.MANUAL, token.message)
-        scope = self._scope
-        if scope is not None and not scope.cancel_called:
-            scope.cancel()
+        self._cancel_scope()
 
     def _on_source_cancelled(self, reason: CancellationReason, message: str | None) -> None:
         """Source callback: record why a source fired (the source cancels the scope)."""
@@ -565,13 +568,15 @@ class Cancellable(_engine.CancellableCore):
         """Exit on any backend (the C ``__aexit__`` calls this off its fast path)."""
         scope = self._scope
         backend = self._backend
-        if scope is None or not self._entered:
+        lazy_trio = self._trio_release()  # a trio block whose scope was never needed
+        if (scope is None and not lazy_trio) or not self._entered:
             raise RuntimeError(
                 "this Cancellable is not running: __aexit__ without a successful __aenter__"
             )
         scope_error: BaseException | None = None
         try:
-            scope.__exit__(exc_type, exc, tb)
+            if scope is not None:
+                scope.__exit__(exc_type, exc, tb)
         except BaseException as err:  # an out-of-order exit or an ExceptionGroup rest
             scope_error = err
         if isinstance(exc, GeneratorExit) and not _in_async_context():
@@ -858,6 +863,94 @@ async def _trio_deadline_service(deadlines: Any) -> None:
 
 _TRIO_SERVICE_NAME = "hother.cancelable: with_timeout deadlines"
 
+_attach_protected: Any = None
+
+
+def _trio_lazy_check() -> bool:
+    """Whether trio's internals are the ones :func:`_trio_attach_scope` relies on (else the
+    fast path enters ``trio.CancelScope`` eagerly)."""
+    try:
+        from trio._core import _run
+    except ImportError:
+        return False
+    status_cls = getattr(_run, "CancelStatus", None)
+    task_cls = getattr(_run, "Task", None)
+    scope_cls = getattr(_run, "CancelScope", None)
+    slots = set(getattr(status_cls, "__slots__", ()))
+    return (
+        status_cls is not None
+        and {"_scope", "_parent", "_children", "_tasks"} <= slots
+        and callable(getattr(task_cls, "_activate_cancel_status", None))
+        and {"_cancel_status", "_has_been_entered"} <= set(getattr(scope_cls, "__slots__", ()))
+        and hasattr(_run, "GLOBAL_RUN_CONTEXT")
+    )
+
+
+def _trio_attach_scope(task: Any, parent: Any, outer: Any) -> Any:
+    """Give a running trio fast-path block its ``trio.CancelScope``, after the fact.
+
+    The C fast path enters no trio scope: it records the block's task and the task's
+    ``CancelStatus`` at enter (``parent``). When the block needs a scope (a cancel, its
+    deadline, ``op.scope``), this makes a ``trio.CancelScope`` whose ``CancelStatus`` goes
+    between ``parent`` and what the block entered since (or the task itself): where entering
+    the scope at the start of the block would have put it. From then on it is an ordinary
+    entered trio scope. ``outer``: the scope an enclosing fast block (same ``parent``) got
+    after this block was entered; this block's status then goes under it.
+    """
+    global _attach_protected
+    if _attach_protected is None:
+        import trio
+
+        _attach_protected = trio.lowlevel.enable_ki_protection(_attach_scope)
+    return _attach_protected(task, parent, outer)
+
+
+def _attach_scope(task: Any, parent: Any, outer: Any) -> Any:
+    import trio
+    from trio._core._run import GLOBAL_RUN_CONTEXT, CancelStatus
+
+    if getattr(GLOBAL_RUN_CONTEXT, "runner", None) is not task._runner:
+        raise RuntimeError(
+            "the cancel scope of a running trio operation can only be made in the thread of "
+            "its trio run"
+        )
+    if outer is not None and outer._cancel_status is not None:
+        parent = outer._cancel_status
+    below = _status_below(task, parent)
+    if below is _NOT_ABOVE:
+        # TaskStatus.started() moved the task's statuses from the start nursery's status to
+        # the status of the nursery the task now runs in
+        nursery = task._parent_nursery
+        moved = nursery._cancel_status if nursery is not None else None
+        below = _status_below(task, moved) if moved is not None else _NOT_ABOVE
+        if below is _NOT_ABOVE:
+            raise RuntimeError("the trio cancel status this operation was entered in is gone")
+        parent = moved
+    scope = trio.CancelScope()
+    status = CancelStatus(scope=scope, parent=parent)
+    scope._cancel_status = status
+    scope._has_been_entered = True
+    if below is None:
+        task._activate_cancel_status(status)
+    else:
+        below.parent = status
+    return scope
+
+
+_NOT_ABOVE = object()
+
+
+def _status_below(task: Any, parent: Any) -> Any:
+    """The status on ``task``'s chain whose parent is ``parent`` (None: the task sits at
+    ``parent`` itself; _NOT_ABOVE: ``parent`` is not on the chain)."""
+    below = None
+    status = task._cancel_status
+    while status is not None:
+        if status is parent:
+            return below
+        below, status = status, status._parent
+    return _NOT_ABOVE
+
 
 def _start_trio_deadlines(deadlines: Any, runner: Any) -> None:
     import trio
@@ -932,6 +1025,8 @@ def _hand_over_to_engine() -> None:
             "sniffio_cvar": sniffio.current_async_library_cvar,
             "trio_deadline_start": _start_trio_deadlines,
             "trio_run_state": _trio_run_state,
+            "trio_attach": _trio_attach_scope,
+            "trio_lazy_check": _trio_lazy_check,
         }
     )
     del threading
