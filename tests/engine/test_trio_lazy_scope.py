@@ -11,6 +11,7 @@ a cancel from a plain thread, and the eager scope when the lazy one is turned of
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,11 @@ from hother.cancelable.core.models import CancellationReason, OperationStatus
 
 def status() -> Any:
     return trio.lowlevel.current_task()._cancel_status
+
+
+def status_of(scope: Any) -> Any:
+    """The CancelStatus of an entered trio scope."""
+    return scope._cancel_status
 
 
 def test_a_block_that_is_not_cancelled_touches_no_trio_state() -> None:
@@ -50,7 +56,7 @@ def test_op_scope_makes_the_scope_where_an_eager_one_would_be() -> None:
                 assert op.scope is scope
                 ours = scope._cancel_status
                 assert ours._parent is before
-                assert inner._cancel_status._parent is ours
+                assert status_of(inner)._parent is ours
                 assert status() is inner._cancel_status
             assert status() is ours
             assert not scope.cancel_called
@@ -118,7 +124,7 @@ def test_nested_blocks_cancelled_in_either_order(order: str) -> None:
                             # the chain is the one eager scopes give: x -> inner -> outer
                             inner_status = inner.scope._cancel_status
                             outer_status = outer.scope._cancel_status
-                            assert x._cancel_status._parent is inner_status
+                            assert status_of(x)._parent is inner_status
                             assert inner_status._parent is outer_status
                             assert outer_status._parent is before
                             await trio.sleep_forever()
@@ -138,7 +144,7 @@ def test_an_outer_block_cancelled_after_the_inner_one_was_entered() -> None:
                 async with outer:
                     async with Cancellable() as inner:
                         await outer.cancel()
-                        assert inner.scope._cancel_status._parent is outer.scope._cancel_status
+                        assert status_of(inner.scope)._parent is outer.scope._cancel_status
                         reached.append("inner body")
                         await trio.lowlevel.checkpoint()
                         reached.append("not reached")
@@ -273,3 +279,110 @@ def test_with_the_lazy_scope_off_the_block_enters_trio_cancel_scope() -> None:
         assert status() is before
 
     trio.run(main)
+
+
+# -- differential: lazy scopes behave as eagerly entered ones -------------------------------------
+#
+# Random single-task programs: nested blocks (a Cancellable, an expired with_timeout, a trio
+# scope, a shielded trio scope) with checkpoints, cancels of open blocks and reads of op.scope.
+# The trace (which checkpoint raised, which block an exception left) and the final statuses
+# must be the same with the lazy scope as with trio.CancelScope entered at every enter.
+
+KINDS = ("op", "op", "expired", "scope", "shield")
+
+
+def _program(rng: random.Random, depth: int = 0) -> list[Any]:
+    items: list[Any] = []
+    for _ in range(rng.randint(1, 4)):
+        roll = rng.random()
+        if roll < 0.35 and depth < 4:
+            items.append(("block", rng.choice(KINDS), _program(rng, depth + 1)))
+        elif roll < 0.6:
+            items.append(("checkpoint",))
+        elif roll < 0.85:
+            items.append(("cancel", rng.randint(0, depth)))  # an open block, by its depth
+        else:
+            items.append(("read_scope", rng.randint(0, depth)))
+    return items
+
+
+async def _run(items: list[Any], stack: list[Any], trace: list[Any], ops: list[Any]) -> None:
+    for item in items:
+        if item[0] == "checkpoint":
+            trace.append(("checkpoint", len(stack)))
+            await trio.lowlevel.checkpoint()
+        elif item[0] in ("cancel", "read_scope"):
+            if not stack:
+                continue
+            target = stack[min(item[1], len(stack) - 1)]
+            if isinstance(target, Cancellable):
+                if item[0] == "cancel":
+                    target.cancel_sync()
+                else:
+                    assert isinstance(target.scope, trio.CancelScope)
+            elif item[0] == "cancel":
+                target.cancel()
+        else:
+            await _block(item[1], item[2], stack, trace, ops)
+
+
+async def _block(
+    kind: str, body: list[Any], stack: list[Any], trace: list[Any], ops: list[Any]
+) -> None:
+    depth = len(stack)
+    try:
+        if kind in ("op", "expired"):
+            op = Cancellable() if kind == "op" else Cancellable.with_timeout(1e-9)
+            ops.append(op)
+            async with op:
+                stack.append(op)
+                try:
+                    await _run(body, stack, trace, ops)
+                finally:
+                    stack.pop()
+        else:
+            with trio.CancelScope(shield=kind == "shield") as scope:
+                stack.append(scope)
+                try:
+                    await _run(body, stack, trace, ops)
+                finally:
+                    stack.pop()
+            trace.append(("caught" if scope.cancelled_caught else "left", depth))
+            return
+        trace.append(("left", depth))
+    except trio.Cancelled:
+        trace.append(("cancelled", depth))
+        raise
+
+
+def _trace_of(program: list[Any]) -> list[Any]:
+    trace: list[Any] = []
+    ops: list[Any] = []
+
+    async def main() -> None:
+        before = status()
+        async with Cancellable.with_timeout(30):  # the run's deadline service exists
+            pass
+        try:
+            await _block("scope", program, [], trace, ops)
+        except trio.Cancelled:
+            trace.append(("escaped",))
+        assert status() is before
+        await trio.lowlevel.checkpoint()  # nothing pending leaks out
+
+    trio.run(main)
+    trace.extend((op.status.value, op._cancel_reason) for op in ops)
+    return trace
+
+
+def test_random_programs_behave_the_same_with_lazy_and_eager_scopes() -> None:
+    rng = random.Random(20261206)  # fixed: the same programs on every run
+    programs = [_program(rng) for _ in range(600)]
+    lazy = [_trace_of(p) for p in programs]
+    was = _engine._set_trio_lazy(False)
+    try:
+        eager = [_trace_of(p) for p in programs]
+    finally:
+        _engine._set_trio_lazy(was)
+    for program, a, b in zip(programs, lazy, eager, strict=True):
+        assert a == b, program

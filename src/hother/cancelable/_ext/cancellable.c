@@ -1373,7 +1373,9 @@ static int trio_cancel(Core *c)
     if (scope == NULL) {
         return -1;
     }
+    Py_INCREF(scope); /* trio's cancel runs Python code */
     PyObject *r = PyObject_CallMethodNoArgs(scope, G.s_cancel);
+    Py_DECREF(scope);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }

@@ -148,7 +148,8 @@ class Cancellable(_engine.CancellableCore):
         register_globally: register in :class:`OperationRegistry` while running.
 
     Backend notes: on asyncio the body runs in the C engine's cancel scope; under trio in a
-    ``trio.CancelScope``; with the anyio backend forced on asyncio in ``anyio.CancelScope``.
+    ``trio.CancelScope`` (made when the block first needs it); with the anyio backend forced
+    on asyncio in ``anyio.CancelScope``.
     Everywhere a cancellation ends the block with the runtime's native cancel exception
     (``asyncio.CancelledError`` / ``trio.Cancelled``), which the caller catches.
     """
@@ -844,7 +845,7 @@ async def _trio_deadline_service(deadlines: Any) -> None:
     """One system task per trio run: cancels ``with_timeout`` operations at their deadline.
 
     The C fast path keeps the deadlines of the run in ``deadlines`` (a heap, see
-    ``TrioDeadlines`` in _ext/cancellable.c) and enters ``trio.CancelScope()`` without one,
+    ``TrioDeadlines`` in _ext/cancellable.c) and gives its trio scope none,
     which saves trio's own per-block deadline bookkeeping. This task sleeps in a scope whose
     deadline is the earliest one; the engine moves it earlier when an earlier deadline comes.
     """
