@@ -2,9 +2,9 @@
 
 * ``live``: N tasks, each inside one operation with its own (distinct, far) timeout, all blocked
   at once. Wall time to start them all (create the tasks and run each to its first block), memory
-  per live operation beyond the task itself (tracemalloc, a separate pass, minus the same tasks
-  without an operation; and, as a cross-check that also counts the engine's ``malloc``, the RSS
-  growth of a fresh subprocess), timers armed in the loop (``_engine.loop_stats()`` and
+  per live operation beyond the task itself (tracemalloc in a fresh subprocess, minus the same
+  tasks without an operation; and, as a cross-check that also counts the engine's ``malloc``, the
+  RSS growth of a fresh subprocess), timers armed in the loop (``_engine.loop_stats()`` and
   ``len(loop._scheduled)``). Ours against ``asyncio.timeout``.
 * ``fire``: M tasks whose (distinct) deadlines all fall within a few microseconds; time from
   the first deadline until the last task has unwound.
@@ -161,6 +161,40 @@ def rss_child(kind: str, n: int) -> dict[str, int]:
     return run_in_mode("asyncio", main)
 
 
+def traced_child(kind: str, n: int) -> dict[str, int]:
+    """In a fresh process: tracemalloc's growth while ``n`` tasks of ``kind`` are live.
+
+    A fresh process, because the same measurement in a process that ran other rounds is off
+    by a whole set-table resize (asyncio's set of all tasks keeps its size and dummies from
+    earlier rounds: +-42 B per operation at 100,000, depending on what ran before)."""
+
+    async def main() -> dict[str, int]:
+        await _live(kind, 200, measure_memory=False)  # warm up
+        return {"traced_bytes": int((await _live(kind, n, measure_memory=True))["traced_bytes"])}
+
+    return run_in_mode("asyncio", main)
+
+
+def _traced(kind: str, n: int) -> int:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.scale", kind, str(n), "traced"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        return int(json.loads(proc.stdout)["traced_bytes"])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+
+        async def traced() -> dict[str, Any]:  # fallback: in this process
+            await _live(kind, 200, measure_memory=False)
+            return await _live(kind, n, measure_memory=True)
+
+        return int(run_in_mode("asyncio", traced)["traced_bytes"])
+
+
 def _rss(kind: str, n: int) -> int | None:
     try:
         proc = subprocess.run(
@@ -294,12 +328,7 @@ def run(settings: Settings) -> dict[str, Any]:
         per_kind = {k: _median_record(v) for k, v in recs.items()}
         if loop_name == "asyncio":
             for kind in KINDS:
-
-                async def traced(kind: str = kind) -> dict[str, Any]:
-                    await _live(kind, 200, measure_memory=False)  # warm up
-                    return await _live(kind, n, measure_memory=True)
-
-                per_kind[kind]["traced_bytes"] = run_in_mode("asyncio", traced)["traced_bytes"]
+                per_kind[kind]["traced_bytes"] = _traced(kind, n)
                 per_kind[kind]["rss_bytes"] = _rss(kind, n)
             bare = per_kind[KINDS[0]]
             for kind in KINDS[1:]:
@@ -327,5 +356,8 @@ def run(settings: Settings) -> dict[str, Any]:
     return out
 
 
-if __name__ == "__main__":  # child process of the RSS cross-check: python -m bench.scale KIND N
-    print(json.dumps(rss_child(sys.argv[1], int(sys.argv[2]))))
+if __name__ == "__main__":  # child process: python -m bench.scale KIND N [traced]
+    if sys.argv[3:] == ["traced"]:
+        print(json.dumps(traced_child(sys.argv[1], int(sys.argv[2]))))
+    else:
+        print(json.dumps(rss_child(sys.argv[1], int(sys.argv[2]))))

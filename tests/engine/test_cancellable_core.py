@@ -591,3 +591,52 @@ def test_end_time_set_while_the_block_runs_is_kept() -> None:
         assert op._end_time is not None and op._end_time != stamp  # the exit sets it
 
     asyncio.run(main())
+
+
+# -- with_timeout bound per class ----------------------------------------------------------------
+
+
+def test_with_timeout_is_bound_once_per_class_not_per_call() -> None:
+    # a classmethod is bound anew on every access; the engine binds it once per class
+    assert Cancellable.with_timeout is Cancellable.with_timeout
+    assert Cancellable.with_timeout.__self__ is Cancellable
+
+    class Sub(Cancellable):
+        pass
+
+    assert Sub.with_timeout is Sub.with_timeout
+    op = Sub.with_timeout(5, name="sub")
+    assert type(op) is Sub and op._fast_timeout == 5
+    assert type(Sub().with_timeout(1)) is Sub  # through an instance: still the class
+
+
+def test_a_subclass_with_its_own_with_timeout_keeps_it_for_its_subclasses() -> None:
+    class Own(Cancellable):
+        @classmethod
+        def with_timeout(cls, timeout: Any, *args: Any, **kwargs: Any) -> Any:
+            return ("own", cls, timeout)
+
+    class Below(Own):
+        pass
+
+    assert Below.with_timeout(3) == ("own", Below, 3)
+    assert "with_timeout" not in Below.__dict__
+
+
+def test_init_subclass_is_cooperative() -> None:
+    seen: list[Any] = []
+
+    class Mixin:
+        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            seen.append((cls.__name__, tag))
+
+    class Tagged(Cancellable, Mixin, tag="x"):
+        pass
+
+    assert seen == [("Tagged", "x")]
+    assert type(Tagged.with_timeout(1)) is Tagged
+    with pytest.raises(TypeError):
+
+        class Bad(Cancellable, unknown=1):  # type: ignore[call-arg]
+            pass
