@@ -245,6 +245,13 @@ def findings(r: dict[str, Any]) -> list[str]:
     for loop, res in (real or {}).items():
         cont = res["contenders"]
         ours_pct = cont[OURS_TIMEOUT]["cpu_overhead_pct"]
+        hi = cont[OURS_TIMEOUT].get("cpu_overhead_pct_range", (ours_pct, ours_pct))[1]
+        if ours_pct < OVERHEAD_LIMIT_PCT <= hi:
+            out.append(
+                f"realistic ({loop}): the median passes ({ours_pct:.2f} %), but single processes "
+                f"measured up to {hi:.2f} %: the figure is mostly cold-cache misses and moves "
+                "with the process's memory layout."
+            )
         if ours_pct < OVERHEAD_LIMIT_PCT:
             continue
         others = ", ".join(
