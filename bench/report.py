@@ -596,7 +596,8 @@ METHOD = """\
   Deadline: lateness of the unwinding after `d` = 2 ms. p99 over the trials; on a loaded
   machine the tail includes preemptions by other processes (see the load average above).
 * c. Memory: tracemalloc's traced memory while N tasks are blocked inside an operation, minus
-  the same for N bare tasks, divided by N; the RSS column repeats it in fresh processes. Wall
+  the same for N bare tasks, divided by N, each in a fresh process; the RSS column repeats it
+  without tracemalloc. Wall
   times are medians of 3 rounds, each in a fresh event loop. Firing: every deadline falls
   within 10 us of a common instant at least 0.25 s after the tasks start; times are measured
   from that instant (uvloop's clock has a 1 ms resolution, so its figures carry +-1 ms).
@@ -604,9 +605,12 @@ METHOD = """\
   fresh operations are registered, looked up and unregistered, 9 rounds (median).
 * e. Streams: an async generator of 5000 integers consumed with nothing done per item.
 * f. The ~1 ms operation: 10 steps, each an `await` of a future resolved by the loop then
-  ~100 us of JSON work. The plain and wrapped operations alternate; the overhead is the median
-  of the paired differences. The CPU-time column (`thread_time_ns`) is immune to the core
-  being taken by other processes; the A/A row (plain vs plain) shows the noise floor."""
+  ~100 us of JSON work. The plain and wrapped operations alternate, and the contenders' order
+  rotates; the overhead is the median of the paired differences. Each loop is measured in 5
+  fresh processes: the table gives the median over them and the range (what a wrapper adds to
+  such an operation is mostly cache misses, which move with a process's memory layout). The
+  CPU-time column (`thread_time_ns`) is immune to the core being taken by other processes;
+  the A/A row (plain vs plain) shows the noise floor."""
 
 
 # ----------------------------------------------------------------------------- chart
