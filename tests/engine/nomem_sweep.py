@@ -613,6 +613,53 @@ def cancellable_trio(at: Attempt) -> None:
     trio.run(main)
 
 
+@scenario
+def cancellable_trio_lazy(at: Attempt) -> None:
+    """The lazy trio scope: made by a cancel inside the block, and by an enter whose token is
+    cancelled already; trio's status tree is whole afterwards whatever failed."""
+    import trio
+
+    from hother.cancelable.backends import get_backend
+
+    get_backend("anyio")
+
+    async def main() -> None:
+        async with Cancellable():  # the trio fast path is probed (once) before the window
+            pass
+        task = trio.lowlevel.current_task()
+        before = task._cancel_status
+        children = set(before._children)
+
+        op = Cancellable()
+        op._token  # noqa: B018
+        await op.__aenter__()
+        guarded(at, op.cancel_sync)  # the hook makes the scope and cancels it
+        exc: BaseException | None = None
+        try:
+            await trio.lowlevel.checkpoint()
+        except trio.Cancelled as err:
+            exc = err
+        await op.__aexit__(type(exc) if exc else None, exc, None)
+        at.check(op.status.value != "running", "the operation is still running")
+
+        op2 = Cancellable()
+        op2.cancel_sync()
+        kind, awaitable = guarded(at, op2.__aenter__)
+        if kind == OK:
+            await awaitable
+            exc = None
+            try:
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled as err:
+                exc = err
+            await op2.__aexit__(type(exc) if exc else None, exc, None)
+        at.check(task._cancel_status is before, "the task is not back at its cancel status")
+        at.check(set(before._children) == children, "a status of ours was left in trio's tree")
+        at.check(task in before._tasks, "the task left its status's task set")
+
+    trio.run(main)
+
+
 # -- tokens ---------------------------------------------------------------------------------
 
 

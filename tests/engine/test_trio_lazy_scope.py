@@ -386,3 +386,71 @@ def test_random_programs_behave_the_same_with_lazy_and_eager_scopes() -> None:
         _engine._set_trio_lazy(was)
     for program, a, b in zip(programs, lazy, eager, strict=True):
         assert a == b, program
+
+
+@pytest.mark.parametrize("where", ["status init", "task move", "child move"])
+def test_a_failed_attach_leaves_trio_tree_whole(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory running out in one of trio's set operations while the scope is made: the error
+    propagates and trio's status tree is as it was before (the next attempt works)."""
+    run = trio._core._run
+    armed = [False]
+
+    def fail_now() -> bool:
+        if armed[0]:
+            armed[0] = False
+            return True
+        return False
+
+    real_recalc = run.CancelStatus.recalculate
+    real_activate = run.Task._activate_cancel_status
+    real_parent = run.CancelStatus.parent
+
+    def recalculate(self: Any) -> None:  # runs after the new status joined its parent
+        if where == "status init" and fail_now():
+            raise MemoryError
+        real_recalc(self)
+
+    def activate(self: Any, cancel_status: Any) -> None:
+        if where == "task move" and fail_now():  # set.add failing midway
+            self._cancel_status._tasks.remove(self)
+            self._cancel_status = cancel_status
+            raise MemoryError
+        real_activate(self, cancel_status)
+
+    def set_parent(self: Any, parent: Any) -> None:
+        if where == "child move" and fail_now():  # set.add failing midway
+            self._parent._children.remove(self)
+            self._parent = parent
+            raise MemoryError
+        real_parent.fset(self, parent)
+
+    monkeypatch.setattr(run.CancelStatus, "recalculate", recalculate)
+    monkeypatch.setattr(run.Task, "_activate_cancel_status", activate)
+    monkeypatch.setattr(run.CancelStatus, "parent", property(real_parent.fget, set_parent))
+
+    async def main() -> None:
+        task = trio.lowlevel.current_task()
+        before = status()
+        children = set(before._children)
+        async with Cancellable() as op:
+            inner = trio.CancelScope()
+            if where == "child move":  # an inner scope to move under ours
+                inner.__enter__()
+            at = status_of(inner) if where == "child move" else before
+            armed[0] = True
+            with pytest.raises(MemoryError):
+                op.scope  # noqa: B018
+            # the tree is as it was: the task (or the inner status) right under `before`
+            assert status() is at and task in at._tasks
+            assert at is before or status_of(inner)._parent is before
+            assert set(before._children) - {at} == children
+            scope = op.scope  # the next attempt works
+            assert status_of(scope)._parent is before
+            if where == "child move":
+                assert status_of(inner)._parent is status_of(scope)
+                inner.__exit__(None, None, None)
+        assert status() is before and set(before._children) == children
+
+    trio.run(main)

@@ -928,14 +928,40 @@ def _attach_scope(task: Any, parent: Any, outer: Any) -> Any:
             raise RuntimeError("the trio cancel status this operation was entered in is gone")
         parent = moved
     scope = trio.CancelScope()
-    status = CancelStatus(scope=scope, parent=parent)
-    scope._cancel_status = status
-    scope._has_been_entered = True
-    if below is None:
-        task._activate_cancel_status(status)
-    else:
-        below.parent = status
+    status = None
+    try:
+        status = CancelStatus(scope=scope, parent=parent)
+        scope._cancel_status = status
+        scope._has_been_entered = True
+        if below is None:
+            task._activate_cancel_status(status)
+        else:
+            below.parent = status
+    except BaseException:
+        _undo_attach(task, parent, below, scope, status)
+        raise
     return scope
+
+
+def _undo_attach(task: Any, parent: Any, below: Any, scope: Any, status: Any) -> None:
+    """Put trio's status tree back as it was before an attach that failed midway (memory
+    ran out in one of trio's set operations): nothing of the half-made scope stays in it."""
+    if status is None:  # the constructor failed, maybe after adding itself to the parent
+        for child in list(parent._children):
+            if child._scope is scope:
+                status = child
+    if status is None:
+        return
+    if task._cancel_status is status:
+        status._tasks.discard(task)
+        task._cancel_status = parent
+        parent._tasks.add(task)
+    if below is not None and below._parent is status:
+        status._children.discard(below)
+        below._parent = parent
+        parent._children.add(below)
+    parent._children.discard(status)
+    status._parent = None
 
 
 _NOT_ABOVE = object()
