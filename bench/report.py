@@ -608,7 +608,10 @@ METHOD = """\
   ~100 us of JSON work. The plain and wrapped operations alternate, and the contenders' order
   rotates; the overhead is the median of the paired differences. Each loop is measured in 5
   fresh processes: the table gives the median over them and the range (what a wrapper adds to
-  such an operation is mostly cache misses, which move with a process's memory layout). The
+  such an operation is mostly cache misses, which move with a process's memory layout).
+  Between full runs the median still moves: on the 2-core machine of these figures,
+  `with_timeout` on asyncio/uvloop measured 0.76-1.24 % over six runs (December 2026), so
+  this row's PASS or MISS is a coin toss near 1 %; trio measured 0.50-0.89 %. The
   CPU-time column (`thread_time_ns`) is immune to the core being taken by other processes;
   the A/A row (plain vs plain) shows the noise floor."""
 
