@@ -319,3 +319,46 @@ def test_engine_without_asyncio_current_task_dict() -> None:
             """
         )
         assert out.strip() == "True", patch
+
+
+def test_a_memory_error_while_probing_trio_does_not_disable_the_trio_fast_path() -> None:
+    # the first probe of trio fails with MemoryError (transient): that enter takes the Python
+    # path, and the next enter probes again and takes the fast path
+    out = run_python(
+        FAKE_TRIO
+        + """
+import inspect, sniffio
+
+class CancelScope:
+    def __init__(self, deadline=None, relative_deadline=None):
+        pass
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return False
+
+probes = []
+
+class Trio(types.ModuleType):
+    def __getattr__(self, name):
+        if name != "CancelScope":
+            raise AttributeError(name)
+        probes.append(name)
+        if len(probes) == 1:
+            raise MemoryError
+        return CancelScope
+
+trio = Trio("trio")
+trio.Cancelled = type("Cancelled", (BaseException,), {})
+trio.current_time = lambda: 0.0
+sys.modules["trio"] = trio
+from hother.cancelable import Cancellable
+sniffio.thread_local.name = "trio"
+first = Cancellable().__aenter__()
+print("python path" if inspect.iscoroutine(first) else "fast path")
+first.close()
+second = Cancellable().__aenter__()
+print("python path" if inspect.iscoroutine(second) else "fast path", len(probes))
+"""
+    )
+    assert out.split("\n")[:2] == ["python path", "fast path 2"], out

@@ -667,26 +667,35 @@ static PyObject *Core_with_timeout(PyObject *cls, PyObject *const *args, Py_ssiz
 /* --- backend check: which fast path may serve the caller? --- */
 enum { MODE_OTHER = 0, MODE_ASYNCIO = 1, MODE_TRIO = 2 };
 
+/* The trio fast path cannot be used (the error is cleared): for good when trio lacks what it
+ * needs; a MemoryError is transient, and the next enter checks again. */
+static int trio_fast_failed(void)
+{
+    trio_fast_state = PyErr_ExceptionMatches(PyExc_MemoryError) ? 0 : -1;
+    PyErr_Clear();
+    return 0;
+}
+
 static int trio_fast_ready(void)
 {
     if (trio_fast_state != 0) {
         return trio_fast_state > 0;
     }
-    trio_fast_state = -1;
     PyObject *trio = PyImport_ImportModule("trio");
     if (trio == NULL) {
-        PyErr_Clear();
-        return 0;
+        return trio_fast_failed();
     }
-    trio_scope_cls = PyObject_GetAttrString(trio, "CancelScope");
-    trio_cancelled = PyObject_GetAttrString(trio, "Cancelled");
-    trio_current_time = PyObject_GetAttrString(trio, "current_time");
+    Py_XSETREF(trio_scope_cls, PyObject_GetAttrString(trio, "CancelScope"));
+    Py_XSETREF(trio_cancelled,
+               trio_scope_cls != NULL ? PyObject_GetAttrString(trio, "Cancelled") : NULL);
+    Py_XSETREF(trio_current_time,
+               trio_cancelled != NULL ? PyObject_GetAttrString(trio, "current_time") : NULL);
     Py_DECREF(trio);
-    kw_relative_deadline = Py_BuildValue("(s)", "relative_deadline");
-    if (trio_scope_cls == NULL || trio_cancelled == NULL || trio_current_time == NULL ||
-        kw_relative_deadline == NULL) {
-        PyErr_Clear();
-        return 0;
+    if (kw_relative_deadline == NULL && trio_current_time != NULL) {
+        kw_relative_deadline = Py_BuildValue("(s)", "relative_deadline");
+    }
+    if (trio_current_time == NULL || kw_relative_deadline == NULL) {
+        return trio_fast_failed();
     }
     /* CancelScope(relative_deadline=...) exists from trio 0.27 on */
     PyObject *one = PyFloat_FromDouble(1.0);
@@ -694,8 +703,7 @@ static int trio_fast_ready(void)
         one != NULL ? PyObject_Vectorcall(trio_scope_cls, &one, 0, kw_relative_deadline) : NULL;
     Py_XDECREF(one);
     if (probe == NULL) {
-        PyErr_Clear();
-        return 0;
+        return trio_fast_failed();
     }
     Py_DECREF(probe);
     trio_fast_state = 1;
