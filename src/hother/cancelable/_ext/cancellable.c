@@ -446,7 +446,6 @@ static int Core_traverse(Core *c, visitproc visit, void *arg)
     if (c_fast(c) == 2) {
         Py_VISIT(c->s.trio_task);
         Py_VISIT(c->s.trio_parent);
-        Py_VISIT((PyObject *)c->s.trio_encl);
     }
     if (c->s.c_flags & CF_VARSET) {
         Py_VISIT(c->u.prev_op);
@@ -1305,10 +1304,9 @@ static PyObject *trio_run_info(double *deadline)
  * deadline, or a request for op.scope makes the scope then (core/cancellable.py:
  * _trio_attach_scope): a trio.CancelScope whose CancelStatus is put between trio_parent
  * and what the block entered since, where entering it eagerly would have put it. From then
- * on it is trio's own scope (its cancel, delivery, exit). trio_encl: the enclosing fast
- * block that had the same trio_parent when this one was entered (nothing of trio's lies
- * between them): if it gets its scope after this block was entered, this block's scope goes
- * under that one. */
+ * on it is trio's own scope (its cancel, delivery, exit). An enclosing fast block with the
+ * same trio_parent (nothing of trio's lies between them) that got its scope after this block
+ * was entered takes this block's scope under its own (trio_outer_scope). */
 static int trio_lazy_ok(void)
 {
     if (trio_lazy_state != 0) {
@@ -1344,11 +1342,51 @@ static void trio_release(Core *c)
     }
     Py_CLEAR(c->s.trio_task);
     Py_CLEAR(c->s.trio_parent);
-    Py_CLEAR(c->s.trio_encl);
 }
 
 /* The trio scope of a running trio fast-path block (borrowed), made on first need. NULL
  * with an exception (not running; not in the run's thread). */
+/* New reference: the operation that was current when c was entered (the old value of the
+ * contextvars.Token c keeps while it runs) if it is a running lazy trio block of the same
+ * task entered at the same trio status, else Py_None. NULL with an exception. */
+static PyObject *trio_enclosing(Core *c)
+{
+    if ((c->s.c_flags & (CF_VARSET | CF_VAR_TOKEN)) != (CF_VARSET | CF_VAR_TOKEN)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *prev = PyObject_GetAttrString(c->u.prev_op, "old_value");
+    if (prev == NULL) {
+        return NULL;
+    }
+    if (PyObject_TypeCheck(prev, &Core_Type)) {
+        Core *o = (Core *)prev;
+        if (c_fast(o) == 2 && o->s.trio_task == c->s.trio_task &&
+            o->s.trio_parent == c->s.trio_parent) {
+            return prev;
+        }
+    }
+    Py_DECREF(prev);
+    Py_RETURN_NONE;
+}
+
+/* New reference: the scope of the nearest enclosing block that shares c's trio status and
+ * has its scope (made after c was entered; c's scope goes under it), or Py_None. NULL with
+ * an exception. */
+static PyObject *trio_outer_scope(Core *c)
+{
+    PyObject *o = trio_enclosing(c);
+    while (o != NULL && o != Py_None) {
+        if (BSCOPE((Core *)o) != NULL) {
+            PyObject *scope = BSCOPE((Core *)o);
+            Py_INCREF(scope);
+            Py_DECREF(o);
+            return scope;
+        }
+        Py_SETREF(o, trio_enclosing((Core *)o));
+    }
+    return o;
+}
+
 static PyObject *trio_scope_of(Core *c)
 {
     if (BSCOPE(c) != NULL) {
@@ -1358,15 +1396,13 @@ static PyObject *trio_scope_of(Core *c)
         PyErr_SetString(PyExc_RuntimeError, "this Cancellable is not running");
         return NULL;
     }
-    PyObject *outer = Py_None;
-    for (Scope *o = c->s.trio_encl; o != NULL && o->trio_task != NULL; o = o->trio_encl) {
-        if (o->alt != NULL) {
-            outer = o->alt;
-            break;
-        }
+    PyObject *outer = trio_outer_scope(c);
+    if (outer == NULL) {
+        return NULL;
     }
     PyObject *scope =
         PyObject_CallFunctionObjArgs(trio_attach_fn, c->s.trio_task, c->s.trio_parent, outer, NULL);
+    Py_DECREF(outer);
     if (scope == NULL) {
         return NULL;
     }
@@ -1400,25 +1436,8 @@ static int trio_lazy_record(Core *c)
         Py_DECREF(task);
         return -1;
     }
-    PyObject *prev = NULL;
-    if (PyContextVar_Get(current_operation_var, NULL, &prev) < 0) {
-        Py_DECREF(task);
-        Py_DECREF(status);
-        return -1;
-    }
-    Scope *encl = NULL;
-    if (prev != NULL && PyObject_TypeCheck(prev, &Core_Type)) {
-        Core *o = (Core *)prev;
-        if (c_fast(o) == 2 && o->s.trio_task == task && o->s.trio_parent == status &&
-            BSCOPE(o) == NULL) {
-            encl = &o->s;
-            Py_INCREF(o);
-        }
-    }
-    Py_XDECREF(prev);
     c->s.trio_task = task;
     c->s.trio_parent = status;
-    c->s.trio_encl = encl;
     return 0;
 }
 
@@ -2438,28 +2457,24 @@ static PyObject *Core_cancel_scope(Core *c, PyObject *Py_UNUSED(a))
         Py_RETURN_NONE;
     }
     PyObject *scope = get_scope(c, NULL);
-    if (scope == NULL || scope == Py_None) {
-        Py_XDECREF(scope);
-        if (scope == NULL) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    PyObject *called = PyObject_GetAttr(scope, s_cancel_called);
-    int done = called != NULL ? PyObject_IsTrue(called) : -1;
-    Py_XDECREF(called);
-    PyObject *r = NULL;
-    if (done == 0) {
-        r = PyObject_CallMethodNoArgs(scope, G.s_cancel);
-    } else if (done == 1) {
-        r = Py_None;
-        Py_INCREF(r);
-    }
-    Py_DECREF(scope);
-    if (r == NULL) {
+    if (scope == NULL) {
         return NULL;
     }
-    Py_DECREF(r);
+    int rc = 0;
+    if (scope != Py_None) {
+        PyObject *called = PyObject_GetAttr(scope, s_cancel_called);
+        rc = called != NULL ? PyObject_IsTrue(called) : -1;
+        Py_XDECREF(called);
+        if (rc == 0) {
+            PyObject *r = PyObject_CallMethodNoArgs(scope, G.s_cancel);
+            rc = r != NULL ? 0 : -1;
+            Py_XDECREF(r);
+        }
+    }
+    Py_DECREF(scope);
+    if (rc < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -2612,6 +2627,21 @@ static int take(PyObject *d, const char *key, PyObject **slot)
     return 0;
 }
 
+/* Two optional entries that go together: both taken (1), or neither (0). */
+static int take_pair(PyObject *d, const char *k1, PyObject **slot1, const char *k2,
+                     PyObject **slot2)
+{
+    PyObject *v1 = PyDict_GetItemString(d, k1), *v2 = PyDict_GetItemString(d, k2);
+    if (v1 == NULL || v2 == NULL) {
+        return 0;
+    }
+    Py_INCREF(v1);
+    Py_XSETREF(*slot1, v1);
+    Py_INCREF(v2);
+    Py_XSETREF(*slot2, v2);
+    return 1;
+}
+
 static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
 {
     if (!PyDict_Check(d)) {
@@ -2638,25 +2668,11 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         return NULL;
     }
     /* optional: the trio deadline service (without them trio keeps the deadlines) */
-    PyObject *start = PyDict_GetItemString(d, "trio_deadline_start");
-    PyObject *state = PyDict_GetItemString(d, "trio_run_state");
-    if (start != NULL && state != NULL) {
-        Py_INCREF(start);
-        Py_XSETREF(trio_dl_start, start);
-        Py_INCREF(state);
-        Py_XSETREF(trio_run_state, state);
-    }
+    take_pair(d, "trio_deadline_start", &trio_dl_start, "trio_run_state", &trio_run_state);
     /* optional: the lazy trio scope (without them the fast path enters trio.CancelScope) */
-    PyObject *attach = PyDict_GetItemString(d, "trio_attach");
-    PyObject *check = PyDict_GetItemString(d, "trio_lazy_check");
-    if (attach != NULL && check != NULL) {
-        Py_INCREF(attach);
-        Py_XSETREF(trio_attach_fn, attach);
-        Py_INCREF(check);
-        Py_XSETREF(trio_lazy_check_fn, check);
-        if (trio_lazy_state != -2) {
-            trio_lazy_state = 0;
-        }
+    if (take_pair(d, "trio_attach", &trio_attach_fn, "trio_lazy_check", &trio_lazy_check_fn) &&
+        trio_lazy_state != -2) {
+        trio_lazy_state = 0;
     }
     Py_RETURN_NONE;
 }

@@ -123,9 +123,8 @@ typedef struct Scope {
         /* an embedded scope on the trio fast path (c_fast 2, never entered here): what the
          * block needs to get its trio scope later (cancellable.c: trio_scope_of), strong */
         struct {
-            PyObject *trio_task;     /* the block's trio task */
-            PyObject *trio_parent;   /* the task's CancelStatus when the block was entered */
-            struct Scope *trio_encl; /* an enclosing such block with the same trio_parent */
+            PyObject *trio_task;   /* the block's trio task */
+            PyObject *trio_parent; /* the task's CancelStatus when the block was entered */
         };
     };
     ScopeX *x; /* rare fields, or NULL */
