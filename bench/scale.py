@@ -175,39 +175,31 @@ def traced_child(kind: str, n: int) -> dict[str, int]:
     return run_in_mode("asyncio", main)
 
 
-def _traced(kind: str, n: int) -> int:
+def _in_child(kind: str, n: int, key: str, *mode: str) -> int | None:
+    """``key`` of what ``python -m bench.scale KIND N [MODE]`` measured, or None."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.scale", kind, str(n), "traced"],
+            [sys.executable, "-m", "bench.scale", kind, str(n), *mode],
             cwd=ROOT,
             capture_output=True,
             text=True,
             check=True,
             timeout=300,
         )
-        return int(json.loads(proc.stdout)["traced_bytes"])
+        return int(json.loads(proc.stdout)[key])
     except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return None
 
-        async def traced() -> dict[str, Any]:  # fallback: in this process
-            await _live(kind, 200, measure_memory=False)
-            return await _live(kind, n, measure_memory=True)
 
-        return int(run_in_mode("asyncio", traced)["traced_bytes"])
+def _traced(kind: str, n: int) -> int:
+    traced = _in_child(kind, n, "traced_bytes", "traced")
+    if traced is None:  # fallback: in this process
+        traced = traced_child(kind, n)["traced_bytes"]
+    return traced
 
 
 def _rss(kind: str, n: int) -> int | None:
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.scale", kind, str(n)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-        return int(json.loads(proc.stdout)["rss_bytes"])
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-        return None
+    return _in_child(kind, n, "rss_bytes")
 
 
 # ----------------------------------------------------------------------------- firing
