@@ -220,7 +220,12 @@ def test_invalid_forced_backend_goes_to_the_python_path() -> None:
 
 @pytest.mark.parametrize(
     ("value", "fast", "error"),
-    [("asyncio", True, None), ("anyio", False, None), ("bogus", None, BackendDetectionError)],
+    [
+        ("asyncio", True, None),
+        ("anyio", False, None),
+        ("", True, None),  # set but empty: not forced
+        ("bogus", None, BackendDetectionError),
+    ],
 )
 def test_backend_environment_variable(
     monkeypatch: pytest.MonkeyPatch, value: str, fast: bool | None, error: Any

@@ -96,6 +96,10 @@ def test_odd_detection_objects_disable_the_fast_path() -> None:
                 results.append(asyncio.run(fast()))
             except Exception as exc:  # the Python path may refuse the odd object
                 results.append(type(exc).__name__)
+        try:
+            engine._set_classes({**classes, "environ_data": list(os.environ)})
+        except TypeError as exc:
+            results.append(str(exc))
         engine._set_classes(classes)
         results.append(asyncio.run(fast()))
         print(results)
@@ -103,7 +107,8 @@ def test_odd_detection_objects_disable_the_fast_path() -> None:
     )
     results = eval(out.strip())
     assert results[-1] is True  # restored: fast again
-    assert all(r is not True for r in results[:-1]), results
+    assert results[-2] == "_set_classes: environ_data must be a dict"
+    assert all(r is not True for r in results[:-2]), results
 
 
 def test_handed_over_callables_that_misbehave() -> None:
@@ -362,3 +367,80 @@ print("python path" if inspect.iscoroutine(second) else "fast path", len(probes)
 """
     )
     assert out.split("\n")[:2] == ["python path", "fast path 2"], out
+
+
+def test_the_running_loop_is_read_from_asyncios_record() -> None:
+    """Python 3.11's asyncio._get_running_loop() makes a getpid() system call each time; the
+    engine reads asyncio's record itself (recognised on first use) with asyncio's answer."""
+    out = run_python(
+        """
+        import asyncio, sys
+        engine = load_engine()
+        before = engine._loop_read_mode()
+        async def main():
+            with engine.CancelScope() as scope:
+                found = engine.current_scope() is scope
+            return found, engine._loop_read_mode()
+        found, after = asyncio.run(main())
+        outside = engine.current_scope()  # no loop running any more
+        print(before, found, after, outside, sys.version_info >= (3, 12))
+        """
+    )
+    before, found, after, outside, newer = out.split()
+    assert (found, outside) == ("True", "None")
+    if newer == "True":  # 3.12 has no system call to avoid: asyncio's function is used
+        assert (before, after) == ("-1", "-1")
+    else:
+        assert (before, after) == ("0", "1")
+
+
+def test_a_forked_child_does_not_see_the_parents_running_loop() -> None:
+    """After fork() inside a running loop, asyncio says no loop runs in the child: the engine
+    says the same (the pid it compares with is taken again after the fork)."""
+    out = run_python(
+        """
+        import asyncio, os
+        engine = load_engine()
+        async def main():
+            with engine.CancelScope() as scope:
+                parent_sees = engine.current_scope() is scope
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    seen = (asyncio.events._get_running_loop(), engine.current_scope())
+                    os.write(w, repr(seen).encode())
+                    os._exit(0)
+                os.close(w)
+                child_saw = os.read(r, 200).decode()
+                os.waitpid(pid, 0)
+                again = engine.current_scope() is scope  # the parent is unaffected
+            return parent_sees, child_saw, again
+        print(asyncio.run(main()))
+        """
+    )
+    assert out.strip() == "(True, '(None, None)', True)"
+
+
+def test_an_unknown_get_running_loop_is_called_as_it_is() -> None:
+    """When asyncio's _get_running_loop is not the C function that reads the record (a
+    replaced function here), the engine calls it instead of reading the record."""
+    out = run_python(
+        """
+        import asyncio, asyncio.events
+        real = asyncio.events._get_running_loop
+        calls = []
+        def counting():
+            calls.append(1)
+            return real()
+        asyncio.events._get_running_loop = counting
+        engine = load_engine()
+        asyncio.events._get_running_loop = real
+        async def main():
+            with engine.CancelScope() as scope:
+                calls.clear()
+                found = [engine.current_scope() is scope for _ in range(5)]
+                return all(found), len(calls)
+        print(*asyncio.run(main()), engine._loop_read_mode())
+        """
+    )
+    assert out.split() == ["True", "5", "-1"]

@@ -234,6 +234,7 @@ static PyObject *debug_enabled_fn;           /* logger.isEnabledFor */
 static PyObject *logger_cache, *debug_level; /* logger._cache, int 10 */
 static PyObject *current_operation_var;
 static PyObject *detection_override, *sniffio_local, *sniffio_cvar;
+static PyObject *environ_data, *environ_key; /* os.environ._data, the encoded variable name */
 static PyObject *s_aenter_slow, *s_aexit_slow, *s_on_token_cancelled, *s_name_attr, *s_operation_id,
     *s_add, *s_timestamp, *s_log_finished;
 static PyObject *timeout_text; /* "Operation timed out" */
@@ -715,7 +716,8 @@ static int fast_mode(PyObject **loop_out)
 {
     int forced = 0; /* 0: none, 1: asyncio, 2: anyio */
     PyObject *v = NULL;
-    if (detection_override == NULL || sniffio_cvar == NULL || sniffio_local == NULL) {
+    if (detection_override == NULL || sniffio_cvar == NULL || sniffio_local == NULL ||
+        environ_data == NULL) {
         return MODE_OTHER;
     }
     if (PyContextVar_Get(detection_override, Py_None, &v) < 0) {
@@ -733,11 +735,27 @@ static int fast_mode(PyObject **loop_out)
             return MODE_OTHER;
         }
     } else {
-        const char *env = getenv("HOTHER_CANCELABLE_BACKEND");
-        if (env != NULL && env[0] != '\0') {
-            if (strcmp(env, "asyncio") == 0) {
+        /* os.environ's own mapping, as detection.py reads it (getenv() would scan every
+         * variable of the environment on each enter) */
+        PyObject *env = PyDict_GetItemWithError(environ_data, environ_key); /* borrowed */
+        if (env == NULL && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_DECREF(v);
+            return MODE_OTHER;
+        }
+        const char *text = env == NULL                 ? ""
+                           : PyBytes_CheckExact(env)   ? PyBytes_AS_STRING(env)
+                           : PyUnicode_CheckExact(env) ? PyUnicode_AsUTF8(env)
+                                                       : NULL;
+        if (text == NULL) {
+            PyErr_Clear();
+            Py_DECREF(v);
+            return MODE_OTHER; /* detection decides */
+        }
+        if (text[0] != '\0') {
+            if (strcmp(text, "asyncio") == 0) {
                 forced = 1;
-            } else if (strcmp(env, "anyio") == 0) {
+            } else if (strcmp(text, "anyio") == 0) {
                 forced = 2;
             } else {
                 Py_DECREF(v);
@@ -2664,7 +2682,13 @@ static PyObject *set_classes(PyObject *Py_UNUSED(m), PyObject *d)
         take(d, "logger_cache", &logger_cache) < 0 ||
         take(d, "backend_override", &detection_override) < 0 ||
         take(d, "sniffio_local", &sniffio_local) < 0 ||
-        take(d, "sniffio_cvar", &sniffio_cvar) < 0) {
+        take(d, "sniffio_cvar", &sniffio_cvar) < 0 || take(d, "environ_key", &environ_key) < 0 ||
+        take(d, "environ_data", &environ_data) < 0) {
+        return NULL;
+    }
+    if (!PyDict_Check(environ_data)) {
+        PyErr_SetString(PyExc_TypeError, "_set_classes: environ_data must be a dict");
+        Py_CLEAR(environ_data);
         return NULL;
     }
     /* optional: the trio deadline service (without them trio keeps the deadlines) */

@@ -1019,6 +1019,7 @@ _trio_run_state: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary
 
 
 def _hand_over_to_engine() -> None:
+    import os
     import threading
     import weakref as _weakref
 
@@ -1050,6 +1051,10 @@ def _hand_over_to_engine() -> None:
             "backend_override": detection._override,
             "sniffio_local": sniffio.thread_local,
             "sniffio_cvar": sniffio.current_async_library_cvar,
+            # the mapping os.environ reads and writes (keys and values encoded), and the key
+            # of the backend variable in it: one dict lookup per enter
+            "environ_data": os.environ._data,  # type: ignore[attr-defined]
+            "environ_key": os.environ.encodekey(detection.ENV_VAR),
             "trio_deadline_start": _start_trio_deadlines,
             "trio_run_state": _trio_run_state,
             "trio_attach": _trio_attach_scope,
