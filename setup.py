@@ -22,7 +22,9 @@ elif os.environ.get("HOTHER_CANCELABLE_COVERAGE"):
     extra_compile_args += ["-O0", "-g", "--coverage"]
     extra_link_args += ["--coverage"]
 else:
-    extra_compile_args += ["-O2"]
+    # -fno-plt: calls into libpython go through the GOT directly instead of a PLT stub each
+    # (fewer instruction-cache misses and mispredicted jumps when the hot path runs cold)
+    extra_compile_args += ["-O2", "-fno-plt"]
 
 sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("src/hother/cancelable/_ext/*.c"))
 

@@ -3,8 +3,9 @@
 The operation is a chain of 10 steps; each step awaits a future resolved by the event loop
 (``loop.call_soon(fut.set_result, None)``; on trio a checkpoint) and then does ~100 us of
 CPU work (the kind of parsing/serialising a request handler does). The plain operation and
-the same operation wrapped in each contender alternate trial by trial (the contenders' order
-rotates, the first of a trial pays for the trial's bookkeeping); the overhead is the
+the same operation wrapped in each contender alternate trial by trial, in an order shuffled
+anew for every trial (see :func:`_measure` for why neither a fixed nor a rotating order is
+fair); the overhead is the
 median of the paired differences divided by the median plain duration, in wall time
 (``perf_counter_ns``) and in the thread's CPU time (``thread_time_ns``: the operation never
 blocks, so its CPU time is its duration minus the time other processes took the core; on a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 import subprocess
 import sys
 import time
@@ -127,13 +129,19 @@ async def _measure(settings: Settings, loop_name: str) -> dict[str, Any]:
     d_cpu: dict[str, list[int]] = {k: [] for k in cands}
     for kind in ("plain", *cands.values()):
         await run_op(kind)
+    # The contenders' order is shuffled for every trial (seeded: runs are repeatable). What a
+    # wrapper costs here depends on how long ago its code last ran: more plain work in
+    # between leaves it colder. A fixed order gives every contender the same predecessor in
+    # every trial, and so does a rotating one (a rotation keeps the cyclic neighbours): the
+    # contender after the A/A control then always followed 3-4 ms of plain operations and
+    # paid 2.5-3 us more per enter than the same contender placed elsewhere (measured by
+    # swapping two contenders' places). Shuffling gives each one the same mix of predecessors.
+    rng = random.Random(20261206)
     with no_gc():
         order = list(cands.items())
         for i in range(settings.realistic_trials):
-            # whichever wrapper comes first in a trial pays for the trial's bookkeeping with
-            # cold caches (+5 us here): the order rotates every two trials (both parities)
-            rot = (i // 2) % len(order)
-            for name, kind in order[rot:] + order[:rot]:
+            rng.shuffle(order)
+            for name, kind in order:
                 if i % 2 == 0:
                     p = await run_op("plain")
                     w = await run_op(kind)

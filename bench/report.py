@@ -606,12 +606,17 @@ METHOD = """\
 * e. Streams: an async generator of 5000 integers consumed with nothing done per item.
 * f. The ~1 ms operation: 10 steps, each an `await` of a future resolved by the loop then
   ~100 us of JSON work. The plain and wrapped operations alternate, and the contenders' order
-  rotates; the overhead is the median of the paired differences. Each loop is measured in 5
-  fresh processes: the table gives the median over them and the range (what a wrapper adds to
-  such an operation is mostly cache misses, which move with a process's memory layout).
-  Between full runs the median still moves: on the 2-core machine of these figures,
-  `with_timeout` on asyncio/uvloop measured 0.76-1.24 % over six runs (December 2026), so
-  this row's PASS or MISS is a coin toss near 1 %; trio measured 0.50-0.89 %. The
+  is shuffled for every trial (a wrapper's cost depends on how long ago its code last ran; a
+  fixed or rotating order always put the same contender after the plain A/A pair, where it
+  paid 2.5-3 us more); the overhead is the median of the paired differences. Each loop is
+  measured in 5 fresh processes: the table gives the median over them and the range (what a
+  wrapper adds to such an operation is mostly cache misses, which move with a process's memory
+  layout).
+  Between full runs the median still moves with the machine: on the 2-core machine of these
+  figures, six full runs (December 2026, after the changes of 0.2's last performance pass)
+  measured `with_timeout` at 0.35-0.58 % on asyncio, 0.50-0.99 % on uvloop (0.57-0.83 % in
+  six more uvloop-only runs) and 0.39-0.53 % on trio, with `asyncio.timeout(10)` at
+  1.3-2.4 %. The
   CPU-time column (`thread_time_ns`) is immune to the core being taken by other processes;
   the A/A row (plain vs plain) shows the noise floor."""
 
