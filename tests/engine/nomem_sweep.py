@@ -495,6 +495,35 @@ def cancellable_fast_path(at: Attempt) -> None:
 
 
 @scenario
+def cancellable_with_token(at: Attempt) -> None:
+    """with_token on the fast path: the operation's token is linked to two external tokens
+    at enter and unlinked at exit; a failure at any step leaves no link and no scope."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        a, b = CancellationToken(), CancellationToken()
+        async with Cancellable.with_token(a):  # warm: the backend and the token class
+            pass
+        op = Cancellable.with_token(a)
+        op._external_tokens.append(b)
+
+        def run() -> None:
+            op.__aenter__()
+            op.__aexit__(None, None, None)
+
+        kind, _ = guarded(at, run)
+        if kind == EXC and op.scope is not None and op.scope.active:
+            op.__aexit__(None, None, None)  # entered, and the exit failed before its cleanup
+        at.check(a._hook_count == 0 and b._hook_count == 0, "a link was left behind")
+        scope_state_ok(at, task, None, "after")
+        async with Cancellable.with_token(a) as again:
+            await asyncio.sleep(0)
+        at.check(again.is_completed and a._hook_count == 0, "a fresh operation does not complete")
+
+    in_loop(at, main)
+
+
+@scenario
 def cancellable_token_inside(at: Attempt) -> None:
     """The token created while the fast path runs; cancel it; exit with its reason."""
 

@@ -645,3 +645,111 @@ def test_init_subclass_is_cooperative() -> None:
 
         class Bad(Cancellable, unknown=1):  # type: ignore[call-arg]
             pass
+
+
+# -- with_token on the fast path -------------------------------------------------------------
+
+
+def _with_token_outcomes(run: Any, sleep: Any, cancelled_exc: Any) -> list[Any]:
+    """Completed, failed and token-cancelled with_token blocks: the fast path links the
+    operation's token to the external one at enter and unlinks it at exit."""
+    from hother.cancelable import CancellationToken
+
+    seen: list[Any] = []
+
+    async def main() -> None:
+        ext = CancellationToken()
+        async with Cancellable.with_token(ext) as op:
+            seen.append((op._fast, ext._hook_count, op.token._hook_count))
+        seen.append((op.status, ext._hook_count))
+        with pytest.raises(Boom):
+            async with Cancellable.with_token(ext) as op:
+                raise Boom
+        seen.append((op.status, ext._hook_count))
+        op = Cancellable.with_token(ext)
+        with pytest.raises(cancelled_exc):
+            async with op:
+                ext._cancel(CancellationReason.SIGNAL, "stop")
+                await sleep(1)
+        seen.append((op.status, op.context.cancel_reason, op.context.cancel_message))
+        seen.append((op.token.is_cancelled, ext._hook_count))
+
+    run(main)
+    return seen
+
+
+def test_with_token_fast_path_on_asyncio() -> None:
+    seen = _with_token_outcomes(
+        lambda main: asyncio.run(main()), asyncio.sleep, asyncio.CancelledError
+    )
+    assert seen == [
+        (True, 1, 1),  # fast; the external token holds one link, the own token one hook
+        (OperationStatus.COMPLETED, 0),
+        (OperationStatus.FAILED, 0),
+        (OperationStatus.CANCELLED, CancellationReason.SIGNAL, "stop"),
+        (True, 0),
+    ]
+
+
+def test_with_token_fast_path_on_trio() -> None:
+    seen = _with_token_outcomes(lambda main: trio.run(main), trio.sleep, trio.Cancelled)
+    assert seen == [
+        (True, 1, 1),
+        (OperationStatus.COMPLETED, 0),
+        (OperationStatus.FAILED, 0),
+        (OperationStatus.CANCELLED, CancellationReason.SIGNAL, "stop"),
+        (True, 0),
+    ]
+
+
+def test_with_token_already_cancelled_cancels_at_the_first_checkpoint() -> None:
+    from hother.cancelable import CancellationToken
+
+    async def main() -> Any:
+        ext = CancellationToken()
+        ext._cancel(CancellationReason.MANUAL, "before")
+        op = Cancellable.with_token(ext)
+        reached = []
+        with pytest.raises(asyncio.CancelledError):
+            async with op:
+                reached.append(op._fast)
+                await asyncio.sleep(0)
+                reached.append("after the checkpoint")
+        return reached, op.status, op.context.cancel_message, ext._hook_count
+
+    assert asyncio.run(main()) == ([True], OperationStatus.CANCELLED, "before", 0)
+
+
+def test_with_token_link_failure_undoes_the_enter() -> None:
+    """A bad entry among the external tokens: the enter fails with the links already made
+    undone, no scope left on the task and current_operation restored."""
+    from hother.cancelable import CancellationToken, current_operation
+
+    async def main() -> Any:
+        good = CancellationToken()
+        op = Cancellable.with_token(good)
+        op._external_tokens.append(object())
+        with pytest.raises(TypeError):
+            await op.__aenter__()
+        return good._hook_count, op.status, current_operation(), _engine.current_scope()
+
+    assert asyncio.run(main()) == (0, OperationStatus.FAILED, None, None)
+
+
+def test_with_token_slow_paths_still_link() -> None:
+    """with_token with a parent, and on the anyio backend, keep the Python path."""
+    from hother.cancelable import CancellationToken
+
+    async def main() -> Any:
+        ext = CancellationToken()
+        out = []
+        async with Cancellable() as parent:
+            async with Cancellable.with_token(ext, parent=parent) as op:
+                out.append((op._fast, ext._hook_count))
+        with use_backend("anyio"):
+            async with Cancellable.with_token(ext) as op:
+                out.append((op._fast, ext._hook_count))
+        out.append(ext._hook_count)
+        return out
+
+    assert asyncio.run(main()) == [(False, 1), (False, 1), 0]

@@ -5,11 +5,12 @@
  * Python methods (the rarely used features: sources, callbacks, registry, links,
  * shields) and this file share one state.
  *
- * Fast path: `async with Cancellable()` / `Cancellable.with_timeout(t)` on the
- * native asyncio backend with no sources, callbacks, parent, shared tokens or
- * registry entry. Enter and exit then run here without any Python-level call
- * except loop.time() and the contextvar, and their awaitables complete at once
- * (an `Immediate` object with am_send: no scheduling, no StopIteration object).
+ * Fast path: `async with Cancellable()` / `Cancellable.with_timeout(t)` /
+ * `Cancellable.with_token(t)` on the native asyncio backend (and under trio) with no
+ * other sources, no callbacks, parent, linked operations or registry entry. Enter and exit
+ * then run here (with_token adds the link of the operation's token to the external one),
+ * and their awaitables complete at once (an `Immediate` object with am_send: no
+ * scheduling, no StopIteration object).
  * Everything else goes through the Python methods `_aenter_slow` / `_aexit_slow`.
  *
  * Lazy state: the operation id (uuid4), the token, the OperationContext model,
@@ -814,7 +815,11 @@ static int fast_enter_ok(Core *c)
         return 0;
     }
 #define NONEMPTY(l) (SET(l) && (!PyList_Check(l) || PyList_GET_SIZE(l) > 0))
-    if (NONEMPTY(x->external_tokens) || NONEMPTY(x->to_link) || NONEMPTY(x->start_cbs)) {
+    if (NONEMPTY(x->to_link) || NONEMPTY(x->start_cbs) || NONEMPTY(x->linked_to)) {
+        return 0;
+    }
+    /* with_token: the external tokens must be a list of tokens (linked at enter) */
+    if (SET(x->external_tokens) && !PyList_Check(x->external_tokens)) {
         return 0;
     }
     return 1;
@@ -881,6 +886,80 @@ static void remove_token_hook(Core *c)
         }
         x->hook = 0;
     }
+}
+
+static PyObject *get_token(Core *c, void *Py_UNUSED(x));
+static PyObject *lazy_list(Core *c, size_t off);
+static PyObject *s_link_from, *s_unlink_from;
+
+/* Undo link_external: the operation's token stops following the tokens it was linked to
+ * (never raises; a failure is reported). */
+static void unlink_external(Core *c)
+{
+    CoreX *x = CX(c);
+    if (x == NULL || !SET(x->linked_to) || !PyList_Check(x->linked_to) ||
+        PyList_GET_SIZE(x->linked_to) == 0) {
+        return;
+    }
+    PyObject *linked = x->linked_to;
+    x->linked_to = NULL;
+    PyObject *tok = x->token;
+    Py_ssize_t n = PyList_GET_SIZE(linked);
+    for (Py_ssize_t i = 0; SET(tok) && i < n; i++) {
+        PyObject *r = PyObject_CallMethodOneArg(tok, s_unlink_from, PyList_GET_ITEM(linked, i));
+        if (r == NULL) {
+            engine_report_error("hother.cancelable: unlinking an operation's token");
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(linked);
+}
+
+/* with_token on the fast path: the operation's own token (created now) follows each
+ * external token, keeping its reason, as _link_tokens does on the Python path; the tokens
+ * linked are recorded in _linked_to for unlink_external. 0, or -1 with nothing linked. */
+static int link_external(Core *c)
+{
+    CoreX *x = CX(c);
+    if (x == NULL || !SET(x->external_tokens) || PyList_GET_SIZE(x->external_tokens) == 0) {
+        return 0;
+    }
+    PyObject *ext = PyList_GetSlice(x->external_tokens, 0, PY_SSIZE_T_MAX); /* a snapshot */
+    if (ext == NULL) {
+        return -1;
+    }
+    PyObject *tok = get_token(c, NULL);
+    PyObject *linked = tok != NULL ? lazy_list(c, offsetof(CoreX, linked_to)) : NULL;
+    int rc = linked != NULL ? 0 : -1;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(ext); i++) {
+        PyObject *src = PyList_GET_ITEM(ext, i);
+        PyObject *r =
+            PyObject_VectorcallMethod(s_link_from, (PyObject *[]){tok, src, Py_True}, 3, NULL);
+        if (r == NULL || PyList_Append(linked, src) < 0) {
+            rc = -1;
+            if (r != NULL) { /* linked but not recorded: undo this one here */
+                PyObject *et, *ev, *etb;
+                PyErr_Fetch(&et, &ev, &etb);
+                PyObject *u = PyObject_CallMethodOneArg(tok, s_unlink_from, src);
+                if (u == NULL) {
+                    PyErr_Clear();
+                }
+                Py_XDECREF(u);
+                PyErr_Restore(et, ev, etb);
+            }
+        }
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(linked);
+    Py_XDECREF(tok);
+    Py_DECREF(ext);
+    if (rc < 0) {
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+        unlink_external(c);
+        PyErr_Restore(et, ev, etb);
+    }
+    return rc;
 }
 
 static PyObject *get_sources(Core *c, void *Py_UNUSED(x));
@@ -1520,6 +1599,9 @@ static PyObject *enter_trio(Core *c)
     PyObject *old = TRIO_EXECUTOR(c);
     c->s.hnode.key = ex;
     Py_XDECREF(old);
+    if (link_external(c) < 0) {
+        goto undo;
+    }
     if (SET(XF(c, token))) {
         if (add_token_hook(c) < 0) {
             goto undo;
@@ -1547,6 +1629,7 @@ undo : {
     PyErr_Fetch(&et, &ev, &etb);
     dl_remove(c);
     remove_token_hook(c);
+    unlink_external(c);
     trio_release(c);
     if (BSCOPE(c) != NULL) {
         PyObject *res =
@@ -1602,6 +1685,9 @@ static PyObject *Core_aenter(Core *c, PyObject *Py_UNUSED(a))
     }
     c_entered(c) = 1;
     c_fast(c) = 1;
+    if (link_external(c) < 0) {
+        goto fail_entered;
+    }
     if (SET(XF(c, token))) {
         if (add_token_hook(c) < 0) {
             goto fail_entered;
@@ -1621,6 +1707,7 @@ fail_entered : {
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
     remove_token_hook(c);
+    unlink_external(c);
     if (scope_exit_c((PyObject *)c, loop, task, Py_None) < 0) {
         PyErr_Clear();
     }
@@ -1820,6 +1907,7 @@ static PyObject *Core_aexit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     set_status_idx(c, status);
     /* cleanup */
     remove_token_hook(c);
+    unlink_external(c);
     restore_current(c);
     c->u.end_time = cc_now_realtime();
     if (debug_enabled_fn != NULL) {
@@ -2756,7 +2844,9 @@ int engine_cancellable_init(PyObject *m)
     s_exit = PyUnicode_InternFromString("__exit__");
     s_cancel_called = PyUnicode_InternFromString("cancel_called");
     s_deadline = PyUnicode_InternFromString("deadline");
-    if (!s_enter || !s_exit || !s_cancel_called || !s_deadline) {
+    s_link_from = PyUnicode_InternFromString("_link_from");
+    s_unlink_from = PyUnicode_InternFromString("_unlink_from");
+    if (!s_enter || !s_exit || !s_cancel_called || !s_deadline || !s_link_from || !s_unlink_from) {
         return -1;
     }
     if (closed_text == NULL) {
