@@ -616,7 +616,10 @@ METHOD = """\
   figures, six full runs (December 2026, after the changes of 0.2's last performance pass)
   measured `with_timeout` at 0.35-0.58 % on asyncio, 0.50-0.99 % on uvloop (0.57-0.83 % in
   six more uvloop-only runs) and 0.39-0.53 % on trio, with `asyncio.timeout(10)` at
-  1.3-2.4 %. The CPU-time column (`thread_time_ns`) is immune to the core being taken by
+  1.3-2.4 %. An hour later, with the machine busier (`asyncio.timeout(10)` at 2.1-3.3 %),
+  four runs measured 0.56-0.84 % on asyncio, 0.73-1.00 % on uvloop and 0.49-1.00 % on trio:
+  the figure scales with how expensive cache misses are at the time, and < 1 % holds with
+  little margin then. The CPU-time column (`thread_time_ns`) is immune to the core being taken by
   other processes; the A/A row (plain vs plain) shows the noise floor."""
 
 
