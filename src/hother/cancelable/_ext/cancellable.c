@@ -815,7 +815,7 @@ static int fast_enter_ok(Core *c)
         return 0;
     }
 #define NONEMPTY(l) (SET(l) && (!PyList_Check(l) || PyList_GET_SIZE(l) > 0))
-    if (NONEMPTY(x->to_link) || NONEMPTY(x->start_cbs) || NONEMPTY(x->linked_to)) {
+    if (NONEMPTY(x->to_link) || NONEMPTY(x->start_cbs)) {
         return 0;
     }
     /* with_token: the external tokens must be a list of tokens (linked at enter) */
@@ -890,69 +890,58 @@ static void remove_token_hook(Core *c)
 
 static PyObject *get_token(Core *c, void *Py_UNUSED(x));
 static PyObject *lazy_list(Core *c, size_t off);
-static PyObject *s_link_from, *s_unlink_from;
 
-/* Undo link_external: the operation's token stops following the tokens it was linked to
- * (never raises; a failure is reported). */
+/* Undo the links of the operation's token (link_external, and the Python path's parent and
+ * linked operations): it stops following the tokens in _linked_to. Never raises (a bad
+ * entry put there by hand is reported). */
 static void unlink_external(Core *c)
 {
     CoreX *x = CX(c);
-    if (x == NULL || !SET(x->linked_to) || !PyList_Check(x->linked_to) ||
-        PyList_GET_SIZE(x->linked_to) == 0) {
+    if (x == NULL || !SET(x->linked_to)) {
         return;
     }
-    PyObject *linked = x->linked_to;
+    PyObject *held = x->linked_to;
     x->linked_to = NULL;
     PyObject *tok = x->token;
-    Py_ssize_t n = PyList_GET_SIZE(linked);
-    for (Py_ssize_t i = 0; SET(tok) && i < n; i++) {
-        PyObject *r = PyObject_CallMethodOneArg(tok, s_unlink_from, PyList_GET_ITEM(linked, i));
-        if (r == NULL) {
+    PyObject *linked = SET(tok) ? PySequence_Fast(held, "_linked_to must be a list") : NULL;
+    Py_ssize_t n = linked != NULL ? PySequence_Fast_GET_SIZE(linked) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (token_unlink_from_c(tok, PySequence_Fast_GET_ITEM(linked, i)) < 0) {
             engine_report_error("hother.cancelable: unlinking an operation's token");
         }
-        Py_XDECREF(r);
     }
-    Py_DECREF(linked);
+    if (SET(tok) && linked == NULL) {
+        engine_report_error("hother.cancelable: unlinking an operation's token");
+    }
+    Py_XDECREF(linked);
+    Py_DECREF(held);
 }
 
-/* with_token on the fast path: the operation's own token (created now) follows each
- * external token, keeping its reason, as _link_tokens does on the Python path; the tokens
- * linked are recorded in _linked_to for unlink_external. 0, or -1 with nothing linked. */
+/* with_token: the operation's own token (created now) follows each external token, keeping
+ * its reason, as the Python path did; the tokens linked are recorded in _linked_to for
+ * unlink_external. 0, or -1 with an exception and every link of the token undone. */
 static int link_external(Core *c)
 {
     CoreX *x = CX(c);
-    if (x == NULL || !SET(x->external_tokens) || PyList_GET_SIZE(x->external_tokens) == 0) {
+    if (x == NULL || !SET(x->external_tokens) ||
+        (PyList_Check(x->external_tokens) && PyList_GET_SIZE(x->external_tokens) == 0)) {
         return 0;
     }
-    PyObject *ext = PyList_GetSlice(x->external_tokens, 0, PY_SSIZE_T_MAX); /* a snapshot */
-    if (ext == NULL) {
-        return -1;
-    }
-    PyObject *tok = get_token(c, NULL);
+    PyObject *ext = PySequence_List(x->external_tokens); /* a snapshot */
+    PyObject *tok = ext != NULL ? get_token(c, NULL) : NULL;
     PyObject *linked = tok != NULL ? lazy_list(c, offsetof(CoreX, linked_to)) : NULL;
     int rc = linked != NULL ? 0 : -1;
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(ext); i++) {
         PyObject *src = PyList_GET_ITEM(ext, i);
-        PyObject *r =
-            PyObject_VectorcallMethod(s_link_from, (PyObject *[]){tok, src, Py_True}, 3, NULL);
-        if (r == NULL || PyList_Append(linked, src) < 0) {
+        rc = token_link_from_c(tok, src, 1);
+        if (rc == 0 && PyList_Append(linked, src) < 0) {
+            (void)token_unlink_from_c(tok, src); /* linked, not recorded; cannot fail now */
             rc = -1;
-            if (r != NULL) { /* linked but not recorded: undo this one here */
-                PyObject *et, *ev, *etb;
-                PyErr_Fetch(&et, &ev, &etb);
-                PyObject *u = PyObject_CallMethodOneArg(tok, s_unlink_from, src);
-                if (u == NULL) {
-                    PyErr_Clear();
-                }
-                Py_XDECREF(u);
-                PyErr_Restore(et, ev, etb);
-            }
         }
-        Py_XDECREF(r);
     }
     Py_XDECREF(linked);
     Py_XDECREF(tok);
-    Py_DECREF(ext);
+    Py_XDECREF(ext);
     if (rc < 0) {
         PyObject *et, *ev, *etb;
         PyErr_Fetch(&et, &ev, &etb);
@@ -1441,8 +1430,6 @@ static void trio_release(Core *c)
     Py_CLEAR(c->s.trio_parent);
 }
 
-/* The trio scope of a running trio fast-path block (borrowed), made on first need. NULL
- * with an exception (not running; not in the run's thread). */
 /* New reference: the operation that was current when c was entered (the old value of the
  * contextvars.Token c keeps while it runs) if it is a running lazy trio block of the same
  * task entered at the same trio status, else Py_None. NULL with an exception. */
@@ -1484,6 +1471,8 @@ static PyObject *trio_outer_scope(Core *c)
     return o;
 }
 
+/* The trio scope of a running trio fast-path block (borrowed), made on first need. NULL
+ * with an exception (not running; not in the run's thread). */
 static PyObject *trio_scope_of(Core *c)
 {
     if (BSCOPE(c) != NULL) {
@@ -2584,6 +2573,23 @@ static PyObject *Core_cancel_scope(Core *c, PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+/* The Python path's token links: with_token's external tokens (link_external). */
+static PyObject *Core_link_external(Core *c, PyObject *Py_UNUSED(a))
+{
+    if (link_external(c) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The Python path's exit: the token hook removed and every link of the token undone. */
+static PyObject *Core_release_token(Core *c, PyObject *Py_UNUSED(a))
+{
+    remove_token_hook(c);
+    unlink_external(c);
+    Py_RETURN_NONE;
+}
+
 /* Slow exit: forget what a lazy trio block recorded; True if it was such a running block. */
 static PyObject *Core_trio_release(Core *c, PyObject *Py_UNUSED(a))
 {
@@ -2678,6 +2684,10 @@ static PyMethodDef Core_methods[] = {
     {"__aenter__", (PyCFunction)Core_aenter, METH_NOARGS, "Enter the operation."},
     {"_cancel_scope", (PyCFunction)Core_cancel_scope, METH_NOARGS,
      "Cancel the running block's backend scope (a lazy trio one is made first)."},
+    {"_link_external", (PyCFunction)Core_link_external, METH_NOARGS,
+     "Link the operation's token to the with_token tokens (undone on failure)."},
+    {"_release_token", (PyCFunction)Core_release_token, METH_NOARGS,
+     "Remove the operation's token hook and undo every link of its token."},
     {"_trio_release", (PyCFunction)Core_trio_release, METH_NOARGS,
      "Slow exit: forget the trio task and status a lazy trio block recorded at enter; True "
      "if it was such a running block."},
@@ -2844,9 +2854,7 @@ int engine_cancellable_init(PyObject *m)
     s_exit = PyUnicode_InternFromString("__exit__");
     s_cancel_called = PyUnicode_InternFromString("cancel_called");
     s_deadline = PyUnicode_InternFromString("deadline");
-    s_link_from = PyUnicode_InternFromString("_link_from");
-    s_unlink_from = PyUnicode_InternFromString("_unlink_from");
-    if (!s_enter || !s_exit || !s_cancel_called || !s_deadline || !s_link_from || !s_unlink_from) {
+    if (!s_enter || !s_exit || !s_cancel_called || !s_deadline) {
         return -1;
     }
     if (closed_text == NULL) {

@@ -89,6 +89,13 @@ int token_is_cancelled(PyObject *tok);
 PyObject *token_add_hook_c(PyObject *tok, PyObject *fn, PyObject *executor);
 /* 1 if the hook was registered and is now removed, 0 otherwise. Never raises. */
 int token_remove_hook_c(PyObject *tok, Py_ssize_t handle);
+/* _link_from: tok is cancelled whenever source is (keeping source's reason if preserve);
+ * at once when source is cancelled already. 0, or -1 with an exception (source not a
+ * token, or tok itself; no memory). */
+int token_link_from_c(PyObject *tok, PyObject *source, int preserve);
+/* _unlink_from: remove one link made by token_link_from_c(tok, source). 1 removed, 0 none,
+ * -1 with an exception (source not a token, or tok itself). */
+int token_unlink_from_c(PyObject *tok, PyObject *source);
 /* end token.c (h2) ------------------------------------------------------- */
 
 /* scope.c: the scope structure ---------------------------------------------

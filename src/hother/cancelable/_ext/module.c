@@ -64,7 +64,9 @@ static void holder_after_fork(void)
 
 static int holder_init(void)
 {
-    holder_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+    if (holder_key == NULL) { /* kept across a retried import */
+        holder_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+    }
     if (holder_key == NULL) {
         return -1;
     }

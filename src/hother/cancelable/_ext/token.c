@@ -905,6 +905,37 @@ static int check_source(TokenCore *self, PyObject *source)
     return 0;
 }
 
+int token_link_from_c(PyObject *tok, PyObject *source, int preserve)
+{
+    TokenCore *self = (TokenCore *)tok;
+    if (check_source(self, source) < 0) {
+        return -1;
+    }
+    TokenCore *src = (TokenCore *)source;
+    if (cc_state_is_requested(&self->state)) {
+        return 0; /* already cancelled: a link can change nothing */
+    }
+    if (cc_state_is_requested(&src->state)) {
+        cancel_from_source(self, src, preserve);
+        return 0;
+    }
+    PyObject *ref = PyWeakref_NewRef((PyObject *)self, NULL);
+    if (ref == NULL) {
+        return -1;
+    }
+    if (cc_state_is_requested(&src->state) || cc_state_is_requested(&self->state)) {
+        /* the allocation ran a collection whose finalizers cancelled one of them */
+        Py_DECREF(ref);
+        if (!cc_state_is_requested(&self->state)) {
+            cancel_from_source(self, src, preserve);
+        }
+        return 0;
+    }
+    Py_ssize_t h = hooks_append(src, ref, NULL, HOOK_LINK, preserve);
+    Py_DECREF(ref);
+    return h < 0 ? -1 : 0;
+}
+
 static PyObject *token_link_from(TokenCore *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"source", "preserve_reason", NULL};
@@ -913,55 +944,37 @@ static PyObject *token_link_from(TokenCore *self, PyObject *args, PyObject *kwds
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p:_link_from", kwlist, &source, &preserve)) {
         return NULL;
     }
-    if (check_source(self, source) < 0) {
-        return NULL;
-    }
-    TokenCore *src = (TokenCore *)source;
-    if (cc_state_is_requested(&self->state)) {
-        Py_RETURN_NONE; /* already cancelled: a link can change nothing */
-    }
-    if (cc_state_is_requested(&src->state)) {
-        cancel_from_source(self, src, preserve);
-        Py_RETURN_NONE;
-    }
-    PyObject *ref = PyWeakref_NewRef((PyObject *)self, NULL);
-    if (ref == NULL) {
-        return NULL;
-    }
-    if (cc_state_is_requested(&src->state) || cc_state_is_requested(&self->state)) {
-        /* the allocation ran a collection whose finalizers cancelled one of them */
-        Py_DECREF(ref);
-        if (!cc_state_is_requested(&self->state)) {
-            cancel_from_source(self, src, preserve);
-        }
-        Py_RETURN_NONE;
-    }
-    Py_ssize_t h = hooks_append(src, ref, NULL, HOOK_LINK, preserve);
-    Py_DECREF(ref);
-    if (h < 0) {
+    if (token_link_from_c((PyObject *)self, source, preserve) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
-static PyObject *token_unlink_from(TokenCore *self, PyObject *source)
+int token_unlink_from_c(PyObject *tok, PyObject *source)
 {
+    TokenCore *self = (TokenCore *)tok;
     if (check_source(self, source) < 0) {
-        return NULL;
+        return -1;
     }
     TokenCore *src = (TokenCore *)source;
     if (cc_state_is_requested(&src->state)) {
-        Py_RETURN_FALSE; /* its links ran (or are running): nothing left to remove */
+        return 0; /* its links ran (or are running): nothing left to remove */
     }
     /* newest first: operations usually exit in reverse order of entry */
     for (Py_ssize_t i = src->nhooks - 1; i >= 0; i--) {
         hook_entry *e = &src->hooks[i];
         if (e->fn != NULL && e->kind == HOOK_LINK && weak_points_to(e->fn, (PyObject *)self)) {
             hooks_remove_at(src, i);
-            Py_RETURN_TRUE;
+            return 1;
         }
     }
-    Py_RETURN_FALSE;
+    return 0;
+}
+
+static PyObject *token_unlink_from(TokenCore *self, PyObject *source)
+{
+    int r = token_unlink_from_c((PyObject *)self, source);
+    return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
 static PyMethodDef token_methods[] = {

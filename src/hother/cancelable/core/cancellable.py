@@ -436,23 +436,13 @@ class Cancellable(_engine.CancellableCore):
         if parent is not None:
             tok._link_from(parent._token, False)
             self._linked_to.append(parent._token)
-        for ext in self._external_tokens:
-            tok._link_from(ext, True)
-            self._linked_to.append(ext)
+        self._link_external()  # with_token's tokens, as the C fast path links them
         if self._cancellables_to_link:
             for target in self._all_link_targets():
                 if target is tok or target in self._linked_to:
                     continue
                 tok._link_from(target, True)
                 self._linked_to.append(target)
-
-    def _unlink_tokens(self) -> None:
-        tok = self._token_obj
-        if tok is None:
-            return
-        for src in self._linked_to:
-            tok._unlink_from(src)
-        self._linked_to.clear()
 
     # ------------------------------------------------------------------ enter / exit
     async def _aenter_slow(self) -> Cancellable:
@@ -504,10 +494,7 @@ class Cancellable(_engine.CancellableCore):
         self._scope = None
 
     def _cleanup_sync(self) -> None:
-        if self._hook:
-            self._token._remove_hook(self._hook)
-            self._hook = 0
-        self._unlink_tokens()
+        self._release_token()  # the token hook and every link of the token (C)
         if self._registered:
             from .registry import OperationRegistry
 
