@@ -14,7 +14,14 @@ import pytest
 import sniffio
 import trio
 
-from hother.cancelable import Cancellable, CancellationReason, OperationStatus, _engine
+from hother.cancelable import (
+    Cancellable,
+    CancellationReason,
+    CancellationToken,
+    OperationStatus,
+    _engine,
+    current_operation,
+)
 from hother.cancelable.backends import detection, use_backend
 from hother.cancelable.backends.detection import BackendDetectionError, UnsupportedBackendError
 from hother.cancelable.sources.timeout import TimeoutSource
@@ -653,8 +660,6 @@ def test_init_subclass_is_cooperative() -> None:
 def _with_token_outcomes(run: Any, sleep: Any, cancelled_exc: Any) -> list[Any]:
     """Completed, failed and token-cancelled with_token blocks: the fast path links the
     operation's token to the external one at enter and unlinks it at exit."""
-    from hother.cancelable import CancellationToken
-
     seen: list[Any] = []
 
     async def main() -> None:
@@ -703,8 +708,6 @@ def test_with_token_fast_path_on_trio() -> None:
 
 
 def test_with_token_already_cancelled_cancels_at_the_first_checkpoint() -> None:
-    from hother.cancelable import CancellationToken
-
     async def main() -> Any:
         ext = CancellationToken()
         ext._cancel(CancellationReason.MANUAL, "before")
@@ -723,7 +726,6 @@ def test_with_token_already_cancelled_cancels_at_the_first_checkpoint() -> None:
 def test_with_token_link_failure_undoes_the_enter() -> None:
     """A bad entry among the external tokens: the enter fails with the links already made
     undone, no scope left on the task and current_operation restored."""
-    from hother.cancelable import CancellationToken, current_operation
 
     async def main() -> Any:
         good = CancellationToken()
@@ -738,7 +740,6 @@ def test_with_token_link_failure_undoes_the_enter() -> None:
 
 def test_with_token_slow_paths_still_link() -> None:
     """with_token with a parent, and on the anyio backend, keep the Python path."""
-    from hother.cancelable import CancellationToken
 
     async def main() -> Any:
         ext = CancellationToken()
